@@ -37,6 +37,8 @@ export interface Config {
   barbican: { url: string };
   glance: { url: string };
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** Where host tools (virsh, swtpm, swtpm_setup) are looked for. */
+  searchPath: string;
 }
 
 const projectRoot = path.resolve(__dirname, __dirname.endsWith(`${path.sep}dist`) ? '..' : '.');
@@ -109,5 +111,6 @@ export function loadConfig(env: Env = process.env): Config {
     barbican: { url: url(env, 'VTPM_BARBICAN_URL', 'http://127.0.0.1:9311') },
     glance: { url: url(env, 'VTPM_GLANCE_URL', 'http://127.0.0.1:9292') },
     logLevel: logLevel as Config['logLevel'],
+    searchPath: text(env, 'PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'),
   };
 }

@@ -20,6 +20,7 @@ debian_packages=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   swtpm swtpm-tools tpm2-tools
   barbican-api glance-api python3-barbicanclient
+  uwsgi-core uwsgi-plugin-python3
   busybox-static cpio zstd xz-utils
 )
 

@@ -22,9 +22,15 @@ export function pidAlive(pid: number): boolean {
 }
 
 /** Starts a long-running process in its own session, output appended to `logFile`; returns its pid. */
-export function spawnDetached(command: string, args: string[], logFile: string, cwd?: string): number {
+export function spawnDetached(
+  command: string,
+  args: string[],
+  logFile: string,
+  cwd?: string,
+  env?: NodeJS.ProcessEnv,
+): number {
   const out = fs.openSync(logFile, 'a');
-  const child = spawn(command, args, { detached: true, stdio: ['ignore', out, out], cwd });
+  const child = spawn(command, args, { detached: true, stdio: ['ignore', out, out], cwd, env });
   fs.closeSync(out);
   if (child.pid === undefined) throw new Error(`could not start ${command}: see ${logFile}`);
   child.unref();

@@ -1,0 +1,83 @@
+/**
+ * `virsh` as a child process: no shell, secrets only on stdin, a deadline on every call (a wrong
+ * passphrase can make libvirt's swtpm_setup hang), and failures as typed errors.
+ */
+import { spawn } from 'node:child_process';
+
+export class LibvirtError extends Error {
+  override name = 'LibvirtError';
+  constructor(
+    message: string,
+    readonly uri: string,
+    readonly command: string,
+  ) {
+    super(message);
+  }
+}
+
+export class LibvirtNotFound extends LibvirtError {
+  override name = 'LibvirtNotFound';
+}
+
+export class LibvirtAlreadyExists extends LibvirtError {
+  override name = 'LibvirtAlreadyExists';
+}
+
+export class LibvirtTimeout extends LibvirtError {
+  override name = 'LibvirtTimeout';
+}
+
+export interface VirshOptions {
+  /** Fed to virsh on stdin; the only way secret values reach it. */
+  stdin?: string | Buffer;
+  timeoutMs?: number;
+}
+
+const defaultTimeoutMs = 30_000;
+const notFound = /(not found|no domain with matching|no secret with matching|failed to get (domain|secret))/i;
+const alreadyExists = /already exists/i;
+
+function classify(uri: string, command: string, stderr: string): LibvirtError {
+  const message = stderr
+    .split('\n')
+    .map((line) => line.replace(/^error:\s*/, '').trim())
+    .filter(Boolean)
+    .join('; ');
+  const text = `virsh ${command} on ${uri}: ${message || 'failed without a message'}`;
+  if (notFound.test(message)) return new LibvirtNotFound(text, uri, command);
+  if (alreadyExists.test(message)) return new LibvirtAlreadyExists(text, uri, command);
+  return new LibvirtError(text, uri, command);
+}
+
+export function virsh(uri: string, args: string[], options: VirshOptions = {}): Promise<string> {
+  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
+  const command = args[0] ?? '';
+  return new Promise((resolve, reject) => {
+    const child = spawn('virsh', ['-q', '-c', uri, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new LibvirtError(`cannot run virsh: ${err.message} (is libvirt-clients installed?)`, uri, command));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (timedOut) {
+        reject(new LibvirtTimeout(`virsh ${command} on ${uri} did not finish within ${timeoutMs / 1000} s`, uri, command));
+      } else if (code === 0) {
+        resolve(Buffer.concat(stdout).toString('utf8'));
+      } else {
+        reject(classify(uri, command, Buffer.concat(stderr).toString('utf8')));
+      }
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(options.stdin ?? '');
+  });
+}

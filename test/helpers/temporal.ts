@@ -1,0 +1,38 @@
+/** One real Temporal dev server per suite (the project's own CLI binary), and workers inside tests. */
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { NativeConnection, Runtime, DefaultLogger, Worker, type WorkerOptions } from '@temporalio/worker';
+import { loadConfig, type Config } from '../../config';
+import { allSearchAttributes } from '../../workflows/search-attributes';
+
+let runtimeInstalled = false;
+
+export async function createTestEnvironment(config: Config = loadConfig()): Promise<TestWorkflowEnvironment> {
+  if (!runtimeInstalled) {
+    Runtime.install({ logger: new DefaultLogger('WARN') });
+    runtimeInstalled = true;
+  }
+  return TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: { type: 'existing-path', path: config.temporal.cliPath },
+      ip: '127.0.0.1',
+      searchAttributes: [...allSearchAttributes],
+    },
+  });
+}
+
+/** Runs `body` while a worker with these options polls; the worker stops when `body` settles. */
+export async function withWorker<T>(
+  env: TestWorkflowEnvironment,
+  options: Omit<WorkerOptions, 'connection'>,
+  body: () => Promise<T>,
+): Promise<T> {
+  const worker = await Worker.create({ connection: env.nativeConnection as NativeConnection, ...options });
+  return worker.runUntil(body);
+}
+
+/** Runs `body` while several workers poll. */
+export async function withWorkers<T>(workers: Worker[], body: () => Promise<T>): Promise<T> {
+  if (workers.length === 0) return body();
+  const [first, ...rest] = workers;
+  return first!.runUntil(() => withWorkers(rest, body));
+}

@@ -1,0 +1,56 @@
+/**
+ * `npm start`: the local stack, one control worker and one host agent per local host, in the
+ * foreground. Ctrl-C stops the workers, then the services this run started.
+ */
+import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { loadConfig } from '../config';
+import { stackDown, stackStatus, stackUp } from '../scripts/stack/index';
+import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
+import { createControlWorker } from './control-worker';
+import { createHostAgent } from './host-agent';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = (line: string) => console.log(`[engine] ${line}`);
+  const level = config.logLevel.toUpperCase() as 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+  Runtime.install({ logger: new DefaultLogger(level === 'INFO' ? 'WARN' : level) });
+
+  const wasHealthy = new Set((await stackStatus(config)).filter((s) => s.healthy).map((s) => s.name));
+  const statuses = await stackUp(config, (line) => log(`stack: ${line}`));
+  const startedHere = statuses.map((s) => s.name).filter((name) => !wasHealthy.has(name));
+
+  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const workers: Array<[string, Worker]> = [[controlTaskQueue, await createControlWorker(connection, config)]];
+  for (const host of config.hosts) {
+    workers.push([hostTaskQueue(host.name), await createHostAgent(connection, config, host)]);
+  }
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping workers`);
+    for (const [, worker] of workers) worker.shutdown();
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+
+  log(`polling ${workers.map(([queue]) => queue).join(', ')} on ${config.temporal.address}`);
+  log(`Temporal UI: http://127.0.0.1:${config.temporal.uiPort}  (Ctrl-C to stop)`);
+  const results = await Promise.allSettled(workers.map(([, worker]) => worker.run()));
+  await connection.close();
+  for (const [i, result] of results.entries()) {
+    if (result.status === 'rejected') log(`worker ${workers[i]![0]} failed: ${(result.reason as Error).message}`);
+  }
+  if (startedHere.length > 0) {
+    log(`stopping the services this run started: ${startedHere.join(', ')}`);
+    await stackDown(config, (line) => log(`stack: ${line}`), startedHere);
+  }
+  log('stopped');
+  process.exitCode = results.some((r) => r.status === 'rejected') ? 1 : 0;
+}
+
+main().catch((err: Error) => {
+  console.error(`[engine] ${err.message}`);
+  process.exit(1);
+});

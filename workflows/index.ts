@@ -1,0 +1,2 @@
+/** Every workflow the control worker registers. */
+export { probeHosts } from './probe-hosts';
