@@ -49,17 +49,38 @@ function classify(uri: string, command: string, stderr: string): LibvirtError {
   return new LibvirtError(text, uri, command);
 }
 
+/** The argument that stands for "read this from stdin", e.g. `['define', STDIN]`. */
+export const STDIN = '/dev/stdin';
+
+/**
+ * virsh reads files by path, and Node's stdin pipes are sockets that /dev/stdin cannot open, so
+ * input goes through `cat` into a real pipe. The arguments are positional parameters of the
+ * fixed script, never pasted into it.
+ */
+function spawnVirsh(uri: string, args: string[], withInput: boolean) {
+  const argv = ['-q', '-c', uri, ...args];
+  const options = { stdio: ['pipe', 'pipe', 'pipe'] as ['pipe', 'pipe', 'pipe'], detached: true };
+  return withInput
+    ? spawn('/bin/sh', ['-c', 'cat | exec virsh "$@"', 'virsh', ...argv], options)
+    : spawn('virsh', argv, options);
+}
+
 export function virsh(uri: string, args: string[], options: VirshOptions = {}): Promise<string> {
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
   const command = args[0] ?? '';
   return new Promise((resolve, reject) => {
-    const child = spawn('virsh', ['-q', '-c', uri, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnVirsh(uri, args, options.stdin !== undefined);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      // The whole process group: the pipeline's cat and virsh as well as the shell.
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
     }, timeoutMs);
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));

@@ -76,7 +76,7 @@ async function refuseTakenPorts(service: Service): Promise<void> {
   }
 }
 
-async function bringUp(config: Config, service: Service, log: (line: string) => void): Promise<ServiceStatus> {
+export async function bringUp(config: Config, service: Service, log: (line: string) => void): Promise<ServiceStatus> {
   const before = await statusOf(config, service);
   if (before.healthy) {
     await service.afterHealthy?.();

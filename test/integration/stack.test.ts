@@ -1,0 +1,49 @@
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../config';
+import { barbicanService } from '../../scripts/stack/barbican';
+import { bringUp, stackStatus, stackUp } from '../../scripts/stack/index';
+import { httpStatus } from '../../scripts/stack/processes';
+
+const config = loadConfig();
+
+describe('the local stack', () => {
+  it('reports every service healthy, with its address', async () => {
+    const statuses = await stackStatus(config);
+    expect(statuses.map((s) => s.name)).toEqual(['temporal', 'libvirt host-a', 'libvirt host-b', 'barbican', 'glance']);
+    for (const status of statuses) expect(status, status.problem).toMatchObject({ healthy: true });
+  });
+
+  it('serves the Temporal UI on its port', async () => {
+    expect(await httpStatus(`http://127.0.0.1:${config.temporal.uiPort}/`)).toBe(200);
+  });
+
+  it('treats up on a running stack as a no-op', async () => {
+    const before = await stackStatus(config);
+    const lines: string[] = [];
+    await stackUp(config, (line) => lines.push(line));
+    const after = await stackStatus(config);
+    expect(lines.every((line) => line.includes('already up'))).toBe(true);
+    expect(after.map((s) => s.pids)).toEqual(before.map((s) => s.pids));
+  });
+
+  it('refuses to start a service whose port another program holds, naming the port and the holder', async () => {
+    const squatter = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    const port = (squatter.address() as net.AddressInfo).port;
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vtpm-stack-'));
+    try {
+      const other = loadConfig({ VTPM_DATA_DIR: dataDir, VTPM_BARBICAN_URL: `http://127.0.0.1:${port}` });
+      await expect(bringUp(other, barbicanService(other), () => undefined)).rejects.toThrow(
+        new RegExp(`port ${port} is held by .*\\(pid ${process.pid}\\)`),
+      );
+      expect(fs.existsSync(path.join(dataDir, 'barbican'))).toBe(false);
+    } finally {
+      squatter.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
