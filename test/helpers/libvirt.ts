@@ -1,0 +1,22 @@
+/** Test helpers for the real libvirt hosts: unique names, and clean-up that never throws. */
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import type { LocalHost } from '../../config';
+import { virsh } from '../../activities/host/virsh';
+
+export function tssIds(): { uid: number; gid: number } {
+  const [, , uid, gid] = execFileSync('getent', ['passwd', 'tss'], { encoding: 'utf8' }).trim().split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+export function testName(prefix: string): { name: string; uuid: string } {
+  const uuid = randomUUID();
+  return { name: `${prefix}-${uuid.slice(0, 8)}`, uuid };
+}
+
+/** Removes a test domain (and its TPM state) and a libvirt secret, whatever state they are in. */
+export async function removeDomainAndSecret(host: LocalHost, domainUuid: string, secretUuid?: string): Promise<void> {
+  await virsh(host.libvirtUri, ['destroy', domainUuid]).catch(() => undefined);
+  await virsh(host.libvirtUri, ['undefine', domainUuid, '--tpm', '--nvram']).catch(() => undefined);
+  if (secretUuid) await virsh(host.libvirtUri, ['secret-undefine', secretUuid]).catch(() => undefined);
+}
