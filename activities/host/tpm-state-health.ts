@@ -1,0 +1,82 @@
+/**
+ * The check that runs before every start: the state is present, opens with the instance's
+ * passphrase, and is the generation the instance record expects. A failed check restores the
+ * newest good generation kept on this host, or stops with an error an operator can act on.
+ * Damaged state is moved aside, never deleted; a start never silently wipes a TPM.
+ */
+import { packState, unpackState, type StateFile } from '../../domain/state-archive';
+import type { StateGenerations } from './state-generations';
+import { probeState } from './swtpm-probe';
+import type { TpmStateFiles } from './tpm-state-files';
+
+export class StateUnhealthy extends Error {
+  override readonly name = 'StateUnhealthy';
+  readonly retryable = false;
+  constructor(
+    message: string,
+    readonly details: { instanceUuid: string; problem: string; movedAsideTo: string | null; triedGenerations: number[] },
+  ) {
+    super(message);
+  }
+}
+
+export interface ExpectedState {
+  generation: number;
+  sha256: string;
+}
+
+export type HealthOutcome =
+  | { outcome: 'healthy'; sha256: string }
+  | { outcome: 'fresh' }
+  | { outcome: 'restored'; generation: number; sha256: string; problem: string; movedAsideTo: string | null };
+
+export interface HealthCheckDeps {
+  files: TpmStateFiles;
+  generations: StateGenerations;
+  probeDir: string;
+}
+
+async function problemWith(files: StateFile[] | null, expected: ExpectedState | null, passphrase: Buffer, probeDir: string): Promise<string | null> {
+  if (files === null) return expected === null ? null : 'the state folder is missing';
+  if (expected !== null) {
+    const actual = packState(files).sha256;
+    if (actual !== expected.sha256) {
+      return `the state is not generation ${expected.generation} (sha256 ${actual}, expected ${expected.sha256})`;
+    }
+  }
+  const probe = await probeState(files, passphrase, probeDir);
+  return probe.readable ? null : `swtpm cannot open the state with the instance's passphrase: ${probe.reason}`;
+}
+
+export async function checkStateHealth(
+  deps: HealthCheckDeps,
+  instanceUuid: string,
+  expected: ExpectedState | null,
+  passphrase: Buffer,
+): Promise<HealthOutcome> {
+  const current = deps.files.read(instanceUuid);
+  const problem = await problemWith(current, expected, passphrase, deps.probeDir);
+  if (problem === null) return current === null ? { outcome: 'fresh' } : { outcome: 'healthy', sha256: packState(current).sha256 };
+
+  // The expected generation first, then the others newest first.
+  const candidates = deps.generations
+    .list(instanceUuid)
+    .sort((a, b) => Number(b.sha256 === expected?.sha256) - Number(a.sha256 === expected?.sha256) || b.generation - a.generation);
+  const tried: number[] = [];
+  for (const record of candidates) {
+    tried.push(record.generation);
+    const archive = deps.generations.read(instanceUuid, record);
+    if (archive === null) continue;
+    const files = unpackState(archive, record.sha256);
+    if (!(await probeState(files, passphrase, deps.probeDir)).readable) continue;
+    const movedAsideTo = current === null ? null : deps.files.moveAside(instanceUuid, 'unhealthy');
+    deps.files.write(instanceUuid, files, false);
+    return { outcome: 'restored', generation: record.generation, sha256: record.sha256, problem, movedAsideTo };
+  }
+  throw new StateUnhealthy(
+    `vTPM state of instance ${instanceUuid} is unhealthy (${problem}) and no good generation is kept on this host ` +
+      `(tried ${tried.length === 0 ? 'none: there are none' : tried.join(', ')}). The state was left in place and the ` +
+      'guest was not started: restore it from an off-host backup, or reset the TPM explicitly if its contents may be lost.',
+    { instanceUuid, problem, movedAsideTo: null, triedGenerations: tried },
+  );
+}
