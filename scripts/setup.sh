@@ -96,6 +96,11 @@ install_temporal_cli() {
   did_something=1
 }
 
+build_test_guest() {
+  # The guest the end-to-end tests boot: Debian's cloud kernel and a busybox initramfs.
+  bash "$root/scripts/build-test-guest.sh" "$root/.data/guest" | sed 's/^/[setup] /'
+}
+
 check_host_users() {
   getent passwd tss >/dev/null || fail "user 'tss' is missing; it comes with the swtpm package (reinstall swtpm)"
 }
@@ -106,6 +111,7 @@ install_debian_packages
 install_npm_packages
 install_temporal_cli
 check_host_users
+build_test_guest
 
 elapsed=$(( $(date +%s) - started ))
 if [ "$did_something" -eq 0 ]; then

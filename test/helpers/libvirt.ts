@@ -1,5 +1,7 @@
 /** Test helpers for the real libvirt hosts: unique names, and clean-up that never throws. */
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { LocalHost } from '../../config';
 import { virsh } from '../../activities/host/virsh';
@@ -14,9 +16,11 @@ export function testName(prefix: string): { name: string; uuid: string } {
   return { name: `${prefix}-${uuid.slice(0, 8)}`, uuid };
 }
 
-/** Removes a test domain (and its TPM state) and a libvirt secret, whatever state they are in. */
+/** Removes a test domain, its TPM state and a libvirt secret, whatever state they are in. */
 export async function removeDomainAndSecret(host: LocalHost, domainUuid: string, secretUuid?: string): Promise<void> {
   await virsh(host.libvirtUri, ['destroy', domainUuid]).catch(() => undefined);
   await virsh(host.libvirtUri, ['undefine', domainUuid, '--tpm', '--nvram']).catch(() => undefined);
   if (secretUuid) await virsh(host.libvirtUri, ['secret-undefine', secretUuid]).catch(() => undefined);
+  // `undefine --tpm` removes the state only when the current definition still has a <tpm>.
+  fs.rmSync(path.join(host.swtpmStateDir, domainUuid), { recursive: true, force: true });
 }
