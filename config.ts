@@ -22,6 +22,69 @@ export interface LocalHost {
   swtpmStateDir: string;
   /** Set for the second local host: the private root its libvirtd runs under. */
   privateRoot?: string;
+  /** The agent's own folder: state generations, probe copies, downloads. */
+  agentDir: string;
+  /** Nova's `[libvirt] swtpm_enabled`: a host with it off offers no TPM traits. */
+  swtpmEnabled: boolean;
+  /** The secret-security modes this host serves. */
+  secretSecurityModes: Array<'user' | 'host' | 'deployment'>;
+  /** 'qemu' (TCG) where /dev/kvm cannot run guests, as on nested machines. */
+  virtType: 'qemu' | 'kvm';
+}
+
+/**
+ * A credential read from the environment. It prints as `[redacted]` (string conversion, JSON,
+ * util.inspect), so logging or serialising the whole Config cannot leak it; `reveal()` is the
+ * one way to read it, at the single place it is sent.
+ */
+export class Redacted {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return '[redacted]';
+  }
+  toJSON(): string {
+    return '[redacted]';
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return '[redacted]';
+  }
+}
+
+/** How the engine authenticates to an OpenStack service. */
+export type OpenStackAuth = 'none' | 'keystone';
+
+/**
+ * Keystone password authentication. Tokens are scoped to the project that owns each secret or
+ * image (so Barbican and Glance enforce per-project isolation); `project` is the engine's own
+ * project, used only to check the credentials at start-up.
+ */
+export interface KeystoneSettings {
+  url: string;
+  username: string;
+  password: Redacted;
+  userDomain: string;
+  project: string;
+  projectDomain: string;
+}
+
+export interface KeyManagerSettings {
+  /** `embedded` (default): encrypted files under `embeddedDir`; `barbican`: OpenStack Barbican. */
+  kind: 'embedded' | 'barbican';
+  embeddedDir: string;
+  /** The embedded store's AES-256 master key (32 bytes, mode 0600), created on first use. */
+  masterKeyFile: string;
+}
+
+export interface ImageServiceSettings {
+  /** `embedded` (default): a content-addressed directory under `embeddedDir`; `glance`: OpenStack Glance. */
+  kind: 'embedded' | 'glance';
+  embeddedDir: string;
 }
 
 export interface Config {
@@ -34,11 +97,21 @@ export interface Config {
     cliPath: string;
   };
   hosts: LocalHost[];
-  barbican: { url: string };
-  glance: { url: string };
+  barbican: { url: string; auth: OpenStackAuth };
+  glance: { url: string; auth: OpenStackAuth };
+  keyManager: KeyManagerSettings;
+  imageService: ImageServiceSettings;
+  /** Present when Barbican or Glance authenticates with Keystone. */
+  keystone: KeystoneSettings | null;
+  /** Deadline for one metadata call to Barbican, Glance or Keystone (not for streamed image data). */
+  openStackTimeoutMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Where host tools (virsh, swtpm, swtpm_setup) are looked for. */
   searchPath: string;
+  /** State generations each host agent keeps per instance, taken at every stop. */
+  stateGenerationsKept: number;
+  /** Tests only: a failure-injection plan (workers/faults.ts) the workers load at start. */
+  faultFile: string | null;
 }
 
 const projectRoot = path.resolve(__dirname, __dirname.endsWith(`${path.sep}dist`) ? '..' : '.');
@@ -55,6 +128,15 @@ function port(env: Env, key: string, fallback: number): number {
   const value = Number(raw);
   if (!Number.isInteger(value) || value < 1 || value > 65535) {
     throw new ConfigError(key, `'${raw}' is not a TCP port (1-65535)`);
+  }
+  return value;
+}
+
+function count(env: Env, key: string, fallback: number, min: number, max: number): number {
+  const raw = text(env, key, String(fallback));
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(key, `'${raw}' is not a whole number from ${min} to ${max}`);
   }
   return value;
 }
@@ -78,16 +160,59 @@ function hostAddress(env: Env, key: string, fallback: string): string {
   return raw;
 }
 
+function oneOf<T extends string>(env: Env, key: string, choices: readonly T[], fallback: T): T {
+  const raw = text(env, key, fallback);
+  if (!(choices as readonly string[]).includes(raw)) {
+    throw new ConfigError(key, `'${raw}' is not one of ${choices.join(', ')}`);
+  }
+  return raw as T;
+}
+
+function positiveInteger(env: Env, key: string, fallback: number): number {
+  const raw = text(env, key, String(fallback));
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 1) throw new ConfigError(key, `'${raw}' is not a positive integer`);
+  return value;
+}
+
+function required(env: Env, key: string, why: string): string {
+  const value = env[key];
+  if (value === undefined || value === '') throw new ConfigError(key, `must be set ${why}`);
+  return value;
+}
+
+/** Keystone settings, required (and only read) when some service authenticates with Keystone. */
+function keystoneSettings(env: Env, users: string[]): KeystoneSettings | null {
+  if (users.length === 0) return null;
+  const why = `because ${users.join(' and ')} = keystone`;
+  const keystoneUrl = url(env, 'VTPM_KEYSTONE_URL', required(env, 'VTPM_KEYSTONE_URL', why));
+  return {
+    url: keystoneUrl.replace(/\/v3$/, ''),
+    username: required(env, 'VTPM_KEYSTONE_USER', why),
+    password: new Redacted(required(env, 'VTPM_KEYSTONE_PASSWORD', why)),
+    userDomain: text(env, 'VTPM_KEYSTONE_USER_DOMAIN', 'Default'),
+    project: required(env, 'VTPM_KEYSTONE_PROJECT', why),
+    projectDomain: text(env, 'VTPM_KEYSTONE_PROJECT_DOMAIN', 'Default'),
+  };
+}
+
 /** The two local libvirt hosts of the single-machine stack: the system libvirtd and a private one. */
 function localHosts(dataDir: string): LocalHost[] {
   const privateRoot = path.join(dataDir, 'host-b');
+  const agent = (name: string) => ({
+    agentDir: path.join(dataDir, 'agents', name),
+    swtpmEnabled: true,
+    secretSecurityModes: ['user', 'host', 'deployment'] as LocalHost['secretSecurityModes'],
+    virtType: 'qemu' as const,
+  });
   return [
-    { name: 'host-a', libvirtUri: 'qemu:///system', swtpmStateDir: '/var/lib/libvirt/swtpm' },
+    { name: 'host-a', libvirtUri: 'qemu:///system', swtpmStateDir: '/var/lib/libvirt/swtpm', ...agent('host-a') },
     {
       name: 'host-b',
       libvirtUri: `qemu+unix:///system?socket=${path.join(privateRoot, 'run/libvirt/libvirt-sock')}`,
       swtpmStateDir: path.join(privateRoot, 'lib/libvirt/swtpm'),
       privateRoot,
+      ...agent('host-b'),
     },
   ];
 }
@@ -98,6 +223,14 @@ export function loadConfig(env: Env = process.env): Config {
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) {
     throw new ConfigError('VTPM_LOG_LEVEL', `'${logLevel}' is not one of debug, info, warn, error`);
   }
+  const auths = ['none', 'keystone'] as const;
+  const barbicanAuth = oneOf(env, 'VTPM_BARBICAN_AUTH', auths, 'none');
+  const glanceAuth = oneOf(env, 'VTPM_GLANCE_AUTH', auths, 'none');
+  const keystoneUsers = [
+    ...(barbicanAuth === 'keystone' ? ['VTPM_BARBICAN_AUTH'] : []),
+    ...(glanceAuth === 'keystone' ? ['VTPM_GLANCE_AUTH'] : []),
+  ];
+  const keyDir = path.resolve(dataDir, text(env, 'VTPM_KEY_MANAGER_DIR', 'keys'));
   return {
     projectRoot,
     dataDir,
@@ -108,9 +241,22 @@ export function loadConfig(env: Env = process.env): Config {
       cliPath: text(env, 'VTPM_TEMPORAL_CLI', path.join(projectRoot, '.tools/bin/temporal')),
     },
     hosts: localHosts(dataDir),
-    barbican: { url: url(env, 'VTPM_BARBICAN_URL', 'http://127.0.0.1:9311') },
-    glance: { url: url(env, 'VTPM_GLANCE_URL', 'http://127.0.0.1:9292') },
+    barbican: { url: url(env, 'VTPM_BARBICAN_URL', 'http://127.0.0.1:9311'), auth: barbicanAuth },
+    glance: { url: url(env, 'VTPM_GLANCE_URL', 'http://127.0.0.1:9292'), auth: glanceAuth },
+    keyManager: {
+      kind: oneOf(env, 'VTPM_KEY_MANAGER', ['embedded', 'barbican'] as const, 'embedded'),
+      embeddedDir: keyDir,
+      masterKeyFile: path.resolve(keyDir, text(env, 'VTPM_KEY_MANAGER_MASTER_KEY', 'master.key')),
+    },
+    imageService: {
+      kind: oneOf(env, 'VTPM_IMAGE_SERVICE', ['embedded', 'glance'] as const, 'embedded'),
+      embeddedDir: path.resolve(dataDir, text(env, 'VTPM_IMAGE_SERVICE_DIR', 'images')),
+    },
+    keystone: keystoneSettings(env, keystoneUsers),
+    openStackTimeoutMs: positiveInteger(env, 'VTPM_OPENSTACK_TIMEOUT_MS', 30_000),
     logLevel: logLevel as Config['logLevel'],
     searchPath: text(env, 'PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'),
+    stateGenerationsKept: count(env, 'VTPM_STATE_GENERATIONS', 3, 1, 100),
+    faultFile: text(env, 'VTPM_FAULT_FILE', '') || null,
   };
 }

@@ -2,13 +2,35 @@
 import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Config, LocalHost } from '../config';
 import { createHostActivities } from '../activities/host';
+import { createImageService } from '../activities/image-service/image-service';
+import { createKeyManager } from '../activities/key-manager/key-manager';
 import { hostTaskQueue } from '../workflows/task-queues';
+import { faultInterceptors, faultPlanOf, type WorkerExtras } from './faults';
 
-export async function createHostAgent(connection: NativeConnection, config: Config, host: LocalHost): Promise<Worker> {
+export function hostActivitiesFor(config: Config, host: LocalHost) {
+  return createHostActivities({
+    host,
+    searchPath: config.searchPath,
+    keyManager: createKeyManager(config),
+    imageService: createImageService(config),
+    agentDir: host.agentDir,
+    generationsKept: config.stateGenerationsKept,
+    swtpmEnabled: host.swtpmEnabled,
+    secretSecurityModes: host.secretSecurityModes,
+  });
+}
+
+export async function createHostAgent(
+  connection: NativeConnection,
+  config: Config,
+  host: LocalHost,
+  extras: WorkerExtras = {},
+): Promise<Worker> {
   return Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: hostTaskQueue(host.name),
-    activities: createHostActivities({ host, searchPath: config.searchPath }),
+    activities: hostActivitiesFor(config, host),
+    interceptors: faultInterceptors(faultPlanOf(config, extras)),
   });
 }

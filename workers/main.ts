@@ -2,12 +2,14 @@
  * `npm start`: the local stack, one control worker and one host agent per local host, in the
  * foreground. Ctrl-C stops the workers, then the services this run started.
  */
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { stackDown, stackStatus, stackUp } from '../scripts/stack/index';
 import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
 import { createControlWorker } from './control-worker';
-import { createHostAgent } from './host-agent';
+import { createHostAgent, hostActivitiesFor } from './host-agent';
+import { reportHost } from './report-host';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -20,9 +22,15 @@ async function main(): Promise<void> {
   const startedHere = statuses.map((s) => s.name).filter((name) => !wasHealthy.has(name));
 
   const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const clientConnection = await Connection.connect({ address: config.temporal.address });
+  const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
   const workers: Array<[string, Worker]> = [[controlTaskQueue, await createControlWorker(connection, config)]];
   for (const host of config.hosts) {
     workers.push([hostTaskQueue(host.name), await createHostAgent(connection, config, host)]);
+    const description = await hostActivitiesFor(config, host).describeHost();
+    await reportHost(client, host.name, description);
+    const { traits, missing } = description.capabilities;
+    log(`${host.name}: ${traits.length > 0 ? traits.join(' ') : 'no vTPM traits'}${missing.map((m) => `; ${m.reason}`).join('')}`);
   }
 
   let stopping = false;
@@ -38,6 +46,7 @@ async function main(): Promise<void> {
   log(`polling ${workers.map(([queue]) => queue).join(', ')} on ${config.temporal.address}`);
   log(`Temporal UI: http://127.0.0.1:${config.temporal.uiPort}  (Ctrl-C to stop)`);
   const results = await Promise.allSettled(workers.map(([, worker]) => worker.run()));
+  await clientConnection.close();
   await connection.close();
   for (const [i, result] of results.entries()) {
     if (result.status === 'rejected') log(`worker ${workers[i]![0]} failed: ${(result.reason as Error).message}`);

@@ -1,2 +1,7 @@
 /** Every workflow the control worker registers. */
 export { probeHosts } from './probe-hosts';
+export { hostRecord } from './host-record';
+export { instance } from './instance';
+export { bootInstance } from './operations/boot';
+export { stopInstance, startInstance, rebootInstance } from './operations/power';
+export { deleteInstance } from './operations/delete';

@@ -3,10 +3,10 @@
  * others: its entry says it did not answer in time.
  */
 import { proxyActivities } from '@temporalio/workflow';
-import type { HostActivities, HostFacts } from '../activities/host';
+import type { HostActivities, HostDescription } from '../activities/host';
 import { hostTaskQueue } from './task-queues';
 
-export type HostProbe = { host: string; answered: true; facts: HostFacts } | { host: string; answered: false; error: string };
+export type HostProbe = { host: string; answered: true; description: HostDescription } | { host: string; answered: false; error: string };
 
 function hostActivities(host: string) {
   return proxyActivities<HostActivities>({
@@ -22,7 +22,7 @@ export async function probeHosts(hosts: string[]): Promise<HostProbe[]> {
   return Promise.all(
     hosts.map(async (host): Promise<HostProbe> => {
       try {
-        return { host, answered: true, facts: await hostActivities(host).describeHost() };
+        return { host, answered: true, description: await hostActivities(host).describeHost() };
       } catch (err) {
         return { host, answered: false, error: (err as Error).message };
       }

@@ -1,20 +1,245 @@
-/** The activities a host agent runs on its own task queue, built for one compute host. */
+/**
+ * The activities a host agent runs on its own task queue, built for one compute host. Each is
+ * idempotent: a retry after a crash at any point converges on the same result.
+ */
+import { Context } from '@temporalio/activity';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
 import type { LocalHost } from '../../config';
+import { buildDomainXml, buildVtpmSecretXml, computeHostCapabilities, type DomainSpec, type HostCapabilities, type SecretSecurity } from '../../domain';
+import { packState, unpackState } from '../../domain/state-archive';
+import { mapActivityFailures } from '../failures';
+import type { GuestDefinition } from '../../domain/instance';
+import type { ImageService, StateImage, StateImageKind } from '../image-service/image-service';
+import type { KeyManager, SecretRef } from '../key-manager/key-manager';
 import { readHostFacts, type HostFacts } from './describe-host';
+import { checkInstanceUuid } from './instance-id';
+import { LibvirtHost, type DomainStatus } from './libvirt-host';
+import { StateGenerations, type GenerationRecord } from './state-generations';
+import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
+import { TpmStateFiles } from './tpm-state-files';
 
 export type { HostFacts } from './describe-host';
+export type { HealthOutcome, ExpectedState } from './tpm-state-health';
+export type { GenerationRecord } from './state-generations';
 
 export interface HostActivityDeps {
   host: LocalHost;
   searchPath: string;
+  keyManager: KeyManager;
+  imageService: ImageService;
+  /** The agent's own folder on the host: state generations, probe copies, downloads. */
+  agentDir: string;
+  generationsKept: number;
+  swtpmEnabled: boolean;
+  secretSecurityModes: readonly SecretSecurity[];
 }
 
-export function createHostActivities({ host, searchPath }: HostActivityDeps) {
-  return {
-    async describeHost(): Promise<HostFacts> {
-      return readHostFacts(host.name, host.libvirtUri, searchPath);
+export interface HostDescription {
+  facts: HostFacts;
+  capabilities: HostCapabilities;
+}
+
+export interface ShutdownResult {
+  /** False when the guest ignored the ACPI request until the deadline and was destroyed. */
+  graceful: boolean;
+  wasRunning: boolean;
+}
+
+/** Heartbeats when running as an activity; a no-op when called directly (tests, scripts). */
+function heartbeat(details?: unknown): void {
+  try {
+    Context.current().heartbeat(details);
+  } catch {
+    // Not inside an activity.
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * The agent's folder is searchable (not readable) by others because swtpm probes run as tss in
+ * its work folder; everything else in it is private to the agent.
+ */
+function prepareAgentDir(agentDir: string, workDir: string): void {
+  for (const dir of [agentDir, workDir]) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o711 });
+    fs.chmodSync(dir, 0o711);
+  }
+}
+
+export function createHostActivities(deps: HostActivityDeps) {
+  const { host, keyManager, imageService } = deps;
+  const libvirt = new LibvirtHost(host.libvirtUri);
+  const files = new TpmStateFiles(host.swtpmStateDir);
+  const generations = new StateGenerations(path.join(deps.agentDir, 'generations'), deps.generationsKept);
+  const workDir = path.join(deps.agentDir, 'work');
+  const consoleDir = path.join(deps.agentDir, 'console');
+  prepareAgentDir(deps.agentDir, workDir);
+
+  async function waitForState(uuid: string, wanted: DomainStatus['state'], deadlineMs: number): Promise<boolean> {
+    const until = Date.now() + deadlineMs;
+    while (Date.now() < until) {
+      const status = await libvirt.domainStatus(uuid);
+      if (status === null || status.state === wanted) return true;
+      heartbeat({ waitingFor: wanted, state: status.state });
+      await sleep(500);
+    }
+    return false;
+  }
+
+  return mapActivityFailures({
+    async describeHost(): Promise<HostDescription> {
+      const facts = await readHostFacts(host.name, host.libvirtUri, deps.searchPath);
+      const capabilities = computeHostCapabilities({
+        ...facts,
+        swtpmEnabled: deps.swtpmEnabled,
+        secretSecurityModes: deps.secretSecurityModes,
+      });
+      return { facts, capabilities };
     },
-  };
+
+    /** Defines the instance's libvirt secret and sets its value, fetched by this agent itself. */
+    async ensureVtpmSecret(input: { instanceUuid: string; secretUuid: string; secretRef: SecretRef; ephemeral: boolean }): Promise<void> {
+      checkInstanceUuid(input.instanceUuid);
+      await libvirt.defineSecret(
+        buildVtpmSecretXml({ uuid: input.secretUuid, instanceUuid: input.instanceUuid, ephemeral: input.ephemeral }),
+      );
+      await libvirt.setSecretValue(input.secretUuid, await keyManager.getPassphrase(input.secretRef));
+    },
+
+    async removeVtpmSecret(input: { secretUuid: string }): Promise<void> {
+      await libvirt.undefineSecret(input.secretUuid);
+    },
+
+    /** Every vTPM secret of the instance on this host, whatever its UUID: for delete and clean-up. */
+    async removeInstanceSecrets(input: { instanceUuid: string }): Promise<number> {
+      const uuids = await libvirt.vtpmSecretsOf(checkInstanceUuid(input.instanceUuid));
+      for (const uuid of uuids) await libvirt.undefineSecret(uuid);
+      return uuids.length;
+    },
+
+    /**
+     * Defining the same domain again replaces the definition with itself: safe to retry. The
+     * agent adds what belongs to its host: the virt type and where the serial console is logged.
+     */
+    async defineDomain(input: { guest: GuestDefinition }): Promise<void> {
+      checkInstanceUuid(input.guest.uuid);
+      fs.mkdirSync(consoleDir, { recursive: true, mode: 0o700 });
+      const spec: DomainSpec = { ...input.guest, virtType: host.virtType, serialLogPath: serialLogPath(deps.agentDir, input.guest.uuid) };
+      await libvirt.defineDomain(buildDomainXml(spec));
+    },
+
+    async startDomain(input: { instanceUuid: string }): Promise<void> {
+      const status = await libvirt.domainStatus(checkInstanceUuid(input.instanceUuid));
+      if (status?.state === 'running') return;
+      await libvirt.start(input.instanceUuid);
+    },
+
+    /** ACPI shutdown, waiting up to the deadline, then destroy. */
+    async shutdownDomain(input: { instanceUuid: string; deadlineSeconds: number }): Promise<ShutdownResult> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const status = await libvirt.domainStatus(uuid);
+      if (status === null || status.state === 'shut off') return { graceful: true, wasRunning: false };
+      await libvirt.shutdown(uuid).catch(() => undefined);
+      if (await waitForState(uuid, 'shut off', input.deadlineSeconds * 1000)) return { graceful: true, wasRunning: true };
+      await libvirt.destroy(uuid).catch(async (err) => {
+        if ((await libvirt.domainStatus(uuid))?.state !== 'shut off') throw err;
+      });
+      return { graceful: false, wasRunning: true };
+    },
+
+    /** Soft reboot: the guest is asked (ACPI) and restarts itself; the TPM is untouched. */
+    async rebootDomain(input: { instanceUuid: string }): Promise<void> {
+      await libvirt.reboot(checkInstanceUuid(input.instanceUuid));
+    },
+
+    /** Hard stop, for hard reboot and for compensation. */
+    async destroyDomain(input: { instanceUuid: string }): Promise<void> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const status = await libvirt.domainStatus(uuid);
+      if (status === null || status.state === 'shut off') return;
+      await libvirt.destroy(uuid);
+    },
+
+    async undefineDomain(input: { instanceUuid: string; keepTpm: boolean }): Promise<void> {
+      await libvirt.undefine(checkInstanceUuid(input.instanceUuid), input.keepTpm);
+    },
+
+    async domainStatus(input: { instanceUuid: string }): Promise<DomainStatus | null> {
+      return libvirt.domainStatus(checkInstanceUuid(input.instanceUuid));
+    },
+
+    /** Records the current state as a generation on this host (taken at every stop). */
+    async snapshotTpmState(input: { instanceUuid: string; generation: number }): Promise<GenerationRecord> {
+      const state = files.read(checkInstanceUuid(input.instanceUuid));
+      if (state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${host.name} to snapshot`);
+      return generations.save(input.instanceUuid, input.generation, packState(state), new Date().toISOString());
+    },
+
+    async checkTpmStateHealth(input: { instanceUuid: string; expected: ExpectedState | null; secretRef: SecretRef }): Promise<HealthOutcome> {
+      checkInstanceUuid(input.instanceUuid);
+      const passphrase = await keyManager.getPassphrase(input.secretRef);
+      return checkStateHealth({ files, generations, probeDir: workDir }, input.instanceUuid, input.expected, passphrase);
+    },
+
+    /** Packs the current state and stores it in the image service. */
+    async exportTpmState(input: {
+      instanceUuid: string;
+      project: string;
+      generation: number;
+      kind: StateImageKind;
+    }): Promise<StateImage> {
+      const state = files.read(checkInstanceUuid(input.instanceUuid));
+      if (state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${host.name} to export`);
+      const packed = packState(state);
+      return imageService.upload(
+        {
+          project: input.project,
+          instanceUuid: input.instanceUuid,
+          generation: input.generation,
+          sha256: packed.sha256,
+          size: packed.size,
+          kind: input.kind,
+        },
+        Readable.from([packed.archive]),
+      );
+    },
+
+    /** Downloads, verifies and puts an archived state in place; an identical state is success. */
+    async importTpmState(input: {
+      instanceUuid: string;
+      image: { id: string; project: string };
+      sha256: string;
+      replace: boolean;
+    }): Promise<'written' | 'unchanged'> {
+      checkInstanceUuid(input.instanceUuid);
+      fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
+      const download = path.join(workDir, `${input.instanceUuid}-${input.sha256.slice(0, 16)}.tar`);
+      try {
+        await imageService.downloadToFile(input.image, input.sha256, download);
+        heartbeat('downloaded');
+        return files.write(input.instanceUuid, unpackState(fs.readFileSync(download), input.sha256), input.replace);
+      } finally {
+        fs.rmSync(download, { force: true });
+      }
+    },
+
+    /** Removes the state and generations of an instance that has left this host for good. */
+    async purgeTpmState(input: { instanceUuid: string }): Promise<void> {
+      checkInstanceUuid(input.instanceUuid);
+      fs.rmSync(files.instanceDir(input.instanceUuid), { recursive: true, force: true });
+      generations.removeAll(input.instanceUuid);
+    },
+  });
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;
+
+/** Where a host agent logs an instance's serial console. */
+export function serialLogPath(agentDir: string, instanceUuid: string): string {
+  return path.join(agentDir, 'console', `${instanceUuid}.log`);
+}

@@ -63,6 +63,16 @@ export class LibvirtHost {
     }
   }
 
+  /** The vTPM secrets whose usage name is this instance (how Nova and we name them). */
+  async vtpmSecretsOf(instanceUuid: string): Promise<string[]> {
+    const out = await virsh(this.uri, ['secret-list']);
+    return out
+      .split('\n')
+      .map((line) => /^\s*([0-9a-f-]{36})\s+vtpm\s+(\S+)\s*$/.exec(line))
+      .filter((m): m is RegExpExecArray => m !== null && m[2] === instanceUuid)
+      .map((m) => m[1]!);
+  }
+
   async undefineSecret(uuid: string): Promise<void> {
     await ignoreNotFound(virsh(this.uri, ['secret-undefine', uuid]));
   }
@@ -89,6 +99,10 @@ export class LibvirtHost {
 
   async shutdown(uuid: string): Promise<void> {
     await virsh(this.uri, ['shutdown', uuid, '--mode', 'acpi']);
+  }
+
+  async reboot(uuid: string): Promise<void> {
+    await virsh(this.uri, ['reboot', uuid, '--mode', 'acpi']);
   }
 
   async destroy(uuid: string): Promise<void> {

@@ -37,9 +37,11 @@ describe('workflows on the real Temporal dev server', () => {
     for (const probe of probes) {
       expect(probe.answered, JSON.stringify(probe)).toBe(true);
       if (!probe.answered) continue;
-      expect(probe.facts.libvirtVersion).toMatch(/^\d+\.\d+\.\d+$/);
-      expect(probe.facts.swtpmBinaries).toEqual({ swtpm: true, swtpm_setup: true, swtpm_ioctl: true });
-      expect(probe.facts.domainCapabilitiesXml).toContain('<tpm supported=');
+      const { facts, capabilities } = probe.description;
+      expect(facts.libvirtVersion).toMatch(/^\d+\.\d+\.\d+$/);
+      expect(facts.swtpmBinaries).toEqual({ swtpm: true, swtpm_setup: true, swtpm_ioctl: true });
+      expect(capabilities.traits).toEqual(expect.arrayContaining(['COMPUTE_SECURITY_TPM_2_0', 'COMPUTE_SECURITY_TPM_CRB']));
+      expect(capabilities.missing).toEqual([]);
     }
   });
 

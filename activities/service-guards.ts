@@ -1,0 +1,39 @@
+/**
+ * Checks on the identifiers the key manager and image service put into URLs and file names. They
+ * arrive from workflow payloads, where TypeScript types no longer hold, and a project such as
+ * `../x` must never become a path.
+ */
+import { isUuid, quote } from '../domain/input-guards';
+import { ServiceRequestRejected, type ServiceName } from './service-errors';
+
+/** Keystone project ids are 32 hex digits; the test stack uses readable names. Both fit. */
+const PROJECT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const SHA256_PATTERN = /^[0-9a-f]{64}$/;
+
+export function checkProject(service: ServiceName, project: unknown): string {
+  if (typeof project !== 'string' || !PROJECT_PATTERN.test(project)) {
+    throw new ServiceRequestRejected(service, `project ${quote(project)} is not a project id (letters, digits, '-' and '_', at most 64)`, {
+      field: 'project',
+    });
+  }
+  return project;
+}
+
+export function checkUuid(service: ServiceName, field: string, value: unknown): string {
+  if (!isUuid(value)) throw new ServiceRequestRejected(service, `${field} ${quote(value)} is not a UUID`, { field });
+  return value.toLowerCase();
+}
+
+export function checkSha256(service: ServiceName, field: string, value: unknown): string {
+  if (typeof value !== 'string' || !SHA256_PATTERN.test(value)) {
+    throw new ServiceRequestRejected(service, `${field} ${quote(value)} is not a lower-case hex sha256`, { field });
+  }
+  return value;
+}
+
+export function checkCount(service: ServiceName, field: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new ServiceRequestRejected(service, `${field} ${quote(value)} is not a non-negative integer`, { field });
+  }
+  return value;
+}

@@ -1,0 +1,41 @@
+/**
+ * One host agent as its own process: `tsx workers/host-agent-main.ts <host>`. This is how a
+ * compute host runs it in production (a systemd unit or a privileged container beside libvirt).
+ */
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { loadConfig } from '../config';
+import { createHostAgent, hostActivitiesFor } from './host-agent';
+import { reportHost } from './report-host';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const name = process.argv[2];
+  const host = config.hosts.find((h) => h.name === name);
+  if (host === undefined) {
+    throw new Error(`usage: host-agent-main <host>; known hosts: ${config.hosts.map((h) => h.name).join(', ')}`);
+  }
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const clientConnection = await Connection.connect({ address: config.temporal.address });
+  const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  const description = await hostActivitiesFor(config, host).describeHost();
+  await reportHost(client, host.name, description);
+  const traits = description.capabilities.traits;
+  console.log(`[agent ${host.name}] traits: ${traits.length > 0 ? traits.join(' ') : 'none'}`);
+  for (const missing of description.capabilities.missing) console.log(`[agent ${host.name}] missing: ${missing.reason}`);
+
+  const worker = await createHostAgent(connection, config, host);
+  const stop = () => worker.shutdown();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  console.log(`[agent ${host.name}] polling vtpm-host-${host.name}`);
+  await worker.run();
+  await clientConnection.close();
+  await connection.close();
+}
+
+main().catch((err: Error) => {
+  console.error(`[agent] ${err.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,52 @@
+/**
+ * Activity options, chosen per kind of step. Host steps carry a schedule-to-close timeout: a
+ * dead host never picks its task up, and the operation must end (in compensation or a clear
+ * "host unreachable" failure) instead of waiting forever. Typed errors that retrying cannot help
+ * arrive as non-retryable failures and stop the retry policy at once.
+ */
+import { proxyActivities, type RetryPolicy } from '@temporalio/workflow';
+import type { ControlActivities } from '../activities/control';
+import type { HostActivities } from '../activities/host';
+import { hostTaskQueue } from './task-queues';
+
+const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '20 seconds' };
+
+/** libvirt calls that return in seconds: define, start, destroy, undefine, secrets. */
+export function hostSteps(host: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(host),
+    startToCloseTimeout: '2 minutes',
+    scheduleToCloseTimeout: '5 minutes',
+    retry,
+  });
+}
+
+/** Steps that wait on the guest or move state: they heartbeat, so a dead agent is noticed quickly. */
+export function hostLongSteps(host: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(host),
+    startToCloseTimeout: '15 minutes',
+    scheduleToCloseTimeout: '30 minutes',
+    heartbeatTimeout: '30 seconds',
+    retry,
+  });
+}
+
+/** Asking a host what it provides: short, so an unreachable host is reported, not waited on. */
+export function hostProbe(host: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(host),
+    startToCloseTimeout: '30 seconds',
+    scheduleToCloseTimeout: '45 seconds',
+    retry: { ...retry, maximumAttempts: 3 },
+  });
+}
+
+/** Key manager and image service, on the control workers. */
+export const controlSteps = proxyActivities<ControlActivities>({
+  // Key manager and image service calls take well under a second; a worker that died holding
+  // one is noticed after this long and the call is retried elsewhere.
+  startToCloseTimeout: '30 seconds',
+  scheduleToCloseTimeout: '10 minutes',
+  retry,
+});

@@ -1,0 +1,44 @@
+/**
+ * Boot: passphrase in the key manager, libvirt secret on the host (the agent fetches the value
+ * itself), domain with its <tpm>, start. A failure undoes every step in reverse, so nothing is
+ * left behind: no secret, no libvirt secret, no domain, no state folder.
+ */
+import { secretIsEphemeral } from '../../domain/vtpm-vocabulary';
+import { controlSteps, hostSteps } from '../activity-options';
+import { Compensations } from '../compensation';
+import { operationFailure } from '../failures';
+import type { BootInput, BootResult } from './types';
+
+export async function bootInstance(input: BootInput): Promise<BootResult> {
+  const host = hostSteps(input.host);
+  const owner = { project: input.project, instanceUuid: input.instanceUuid };
+  const undo = new Compensations();
+  let step = 'createPassphrase';
+  try {
+    let secret: BootResult['secret'] = null;
+    const vtpm = input.guest.vtpm;
+    if (vtpm !== undefined && input.secretSecurity !== null) {
+      undo.add('deleteInstancePassphrases', () => controlSteps.deleteInstancePassphrases(owner));
+      const ref = await controlSteps.createPassphrase(owner);
+      step = 'ensureVtpmSecret';
+      undo.add('removeVtpmSecret', () => host.removeVtpmSecret({ secretUuid: vtpm.secretUuid }));
+      await host.ensureVtpmSecret({
+        instanceUuid: input.instanceUuid,
+        secretUuid: vtpm.secretUuid,
+        secretRef: ref,
+        ephemeral: secretIsEphemeral(input.secretSecurity),
+      });
+      secret = { ref, libvirtSecretUuid: vtpm.secretUuid };
+    }
+    step = 'defineDomain';
+    undo.add('purgeTpmState', () => host.purgeTpmState({ instanceUuid: input.instanceUuid }));
+    undo.add('undefineDomain', () => host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false }));
+    await host.defineDomain({ guest: input.guest });
+    step = 'startDomain';
+    undo.add('destroyDomain', () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
+    await host.startDomain({ instanceUuid: input.instanceUuid });
+    return { secret };
+  } catch (err) {
+    throw operationFailure('boot', step, err, await undo.run());
+  }
+}

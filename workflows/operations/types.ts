@@ -1,0 +1,62 @@
+/** What the entity workflow hands each operation workflow, and what each returns. Plain data only. */
+import type { GuestDefinition, InstanceSecret, SecretReference } from '../../domain/instance';
+import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
+
+
+export interface InstanceTarget {
+  instanceUuid: string;
+  project: string;
+  host: string;
+}
+
+export interface BootInput extends InstanceTarget {
+  guest: GuestDefinition;
+  /** Null when the flavor and image ask for no vTPM. */
+  secretSecurity: SecretSecurity | null;
+}
+
+export interface BootResult {
+  secret: InstanceSecret | null;
+}
+
+export interface StopInput extends InstanceTarget {
+  hasVtpm: boolean;
+  nextGeneration: number;
+  shutdownDeadlineSeconds: number;
+}
+
+export interface StopResult {
+  graceful: boolean;
+  generation: number;
+  sha256: string | null;
+}
+
+export interface StartInput extends InstanceTarget {
+  secret: InstanceSecret | null;
+  ephemeralSecret: boolean;
+  expected: { generation: number; sha256: string } | null;
+}
+
+export interface StartResult {
+  /** healthy, fresh, or restored (with the generation put back). */
+  health: string;
+  restoredGeneration?: number;
+  restoredSha256?: string;
+}
+
+export interface RebootInput extends InstanceTarget {
+  hard: boolean;
+}
+
+export interface DeleteInput {
+  instanceUuid: string;
+  project: string;
+  host: string | null;
+}
+
+export interface DeleteResult {
+  passphrasesDeleted: number;
+  imagesDeleted: number;
+}
+
+export type { GuestDefinition, SecretReference };
