@@ -16,9 +16,43 @@ export interface GuestDefinition {
   vtpm?: VtpmDevice;
 }
 
-export type Lifecycle = 'new' | 'active' | 'stopped' | 'deleted' | 'error';
+export type Lifecycle = 'new' | 'active' | 'stopped' | 'verify-migration' | 'shelved' | 'deleted' | 'error';
 
-export type OperationName = 'boot' | 'stop' | 'start' | 'reboot' | 'delete';
+export type OperationName =
+  | 'boot'
+  | 'stop'
+  | 'start'
+  | 'reboot'
+  | 'delete'
+  | 'migrate'
+  | 'confirmMigration'
+  | 'revertMigration'
+  | 'rebuild'
+  | 'shelve'
+  | 'unshelve'
+  | 'evacuate';
+
+/** A state archive stored in the image service: what is needed to fetch and verify it. */
+export interface StoredState {
+  imageId: string;
+  project: string;
+  sha256: string;
+  generation: number;
+}
+
+/** A cold migration (or resize) that ran on its target and awaits confirm or revert. */
+export interface PendingMigration {
+  requestId: string;
+  source: string;
+  target: string;
+  /** The staging archive; null when no state moved (same host, or no vTPM). */
+  staging: StoredState | null;
+  /** What to restore on revert. */
+  previous: { guest: GuestDefinition; flavor: FlavorInput | null; vtpm: VtpmRequest | null; secret: InstanceSecret | null };
+  wasRunning: boolean;
+  /** Workflow time when it finished on the target; the confirm window counts from here. */
+  finishedAt: number;
+}
 
 /** Names the instance's passphrase in the key manager; holds none of it. */
 export interface SecretReference {
@@ -55,6 +89,13 @@ export interface InstanceRecord {
   stateGeneration: number;
   stateSha256: string | null;
   lastError: OperationFailure | null;
+  /** The domain definition the engine keeps for this instance (set at boot, changed by resize/rebuild). */
+  guest: GuestDefinition | null;
+  migration: PendingMigration | null;
+  /** While shelved: the only copy of the vTPM state. */
+  shelved: StoredState | null;
+  /** Set by evacuate: the guest's TPM was restored from a backup and may have rolled back. */
+  tpmRollback: { fromGeneration: number; toGeneration: number; at: string } | null;
   /** Operations completed, newest last, bounded: what a repeated request id gets back. */
   completed: CompletedOperation[];
 }
@@ -79,7 +120,14 @@ const allowedIn: Record<OperationName, readonly Lifecycle[]> = {
   start: ['stopped'],
   reboot: ['active'],
   // An instance in error may have parts left on a host: delete is how they are cleaned up.
-  delete: ['new', 'active', 'stopped', 'error'],
+  delete: ['new', 'active', 'stopped', 'verify-migration', 'shelved', 'error'],
+  migrate: ['active', 'stopped'],
+  confirmMigration: ['verify-migration'],
+  revertMigration: ['verify-migration'],
+  rebuild: ['active', 'stopped'],
+  shelve: ['active', 'stopped'],
+  unshelve: ['shelved'],
+  evacuate: ['active', 'stopped', 'error'],
 };
 
 const whatToDo: Record<OperationName, string> = {
@@ -88,6 +136,13 @@ const whatToDo: Record<OperationName, string> = {
   start: 'stop it first, or look at its last error',
   reboot: 'start it first',
   delete: 'it is already deleted',
+  migrate: 'confirm or revert the pending migration, or unshelve it first',
+  confirmMigration: 'there is no migration waiting for confirmation',
+  revertMigration: 'there is no migration waiting for confirmation',
+  rebuild: 'confirm or revert the pending migration, or unshelve it first',
+  shelve: 'it is already shelved, or a migration waits for confirmation',
+  unshelve: 'it is not shelved',
+  evacuate: 'evacuate moves an instance off a failed host; it has none',
 };
 
 export function newInstanceRecord(instanceUuid: string, project: string, name: string): InstanceRecord {
@@ -104,6 +159,10 @@ export function newInstanceRecord(instanceUuid: string, project: string, name: s
     stateGeneration: 0,
     stateSha256: null,
     lastError: null,
+    guest: null,
+    migration: null,
+    shelved: null,
+    tpmRollback: null,
     completed: [],
   };
 }
@@ -132,4 +191,15 @@ export function checkRequestId(requestId: unknown): string {
     throw new OperationRefused('requestId must be 1-128 characters of letters, digits and . _ : -');
   }
   return requestId;
+}
+
+/**
+ * Whether the TPM state can carry over from one vTPM request to another: same version and model.
+ * A change needs an explicit reset, since the old state cannot serve the new device.
+ */
+export function tpmChange(from: VtpmRequest | null, to: VtpmRequest | null): 'none' | 'carry' | 'add' | 'remove' | 'incompatible' {
+  if (from === null && to === null) return 'none';
+  if (from === null) return 'add';
+  if (to === null) return 'remove';
+  return from.version === to.version && from.model === to.model ? 'carry' : 'incompatible';
 }

@@ -4,11 +4,13 @@
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
+import { checkServices } from './check-services';
 import { createControlWorker } from './control-worker';
 
 async function main(): Promise<void> {
   const config = loadConfig();
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  await checkServices(config);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await createControlWorker(connection, config);
   const stop = () => worker.shutdown();

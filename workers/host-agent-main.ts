@@ -5,6 +5,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
+import { checkServices } from './check-services';
 import { createHostAgent, hostActivitiesFor } from './host-agent';
 import { reportHost } from './report-host';
 
@@ -16,6 +17,7 @@ async function main(): Promise<void> {
     throw new Error(`usage: host-agent-main <host>; known hosts: ${config.hosts.map((h) => h.name).join(', ')}`);
   }
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  await checkServices(config);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const clientConnection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });

@@ -5,6 +5,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { loadConfig } from '../config';
+import { checkServices } from './check-services';
 import { stackDown, stackStatus, stackUp } from '../scripts/stack/index';
 import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
 import { createControlWorker } from './control-worker';
@@ -21,6 +22,7 @@ async function main(): Promise<void> {
   const statuses = await stackUp(config, (line) => log(`stack: ${line}`));
   const startedHere = statuses.map((s) => s.name).filter((name) => !wasHealthy.has(name));
 
+  await checkServices(config);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const clientConnection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });

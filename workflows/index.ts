@@ -5,3 +5,6 @@ export { instance } from './instance';
 export { bootInstance } from './operations/boot';
 export { stopInstance, startInstance, rebootInstance } from './operations/power';
 export { deleteInstance } from './operations/delete';
+export { migrateInstance, confirmMigration, revertMigration } from './operations/migrate';
+export { rebuildInstance } from './operations/rebuild';
+export { shelveInstance, unshelveInstance } from './operations/shelve';

@@ -30,7 +30,7 @@ import {
   type InstanceRecord,
   type OperationName,
 } from '../domain/instance';
-import { resolveVtpmRequest, type FlavorInput, type ImageInput } from '../domain/vtpm-request';
+import { resolveVtpmRequest, type FlavorInput, type ImageInput, type VtpmRequest } from '../domain/vtpm-request';
 import { secretIsEphemeral } from '../domain/vtpm-vocabulary';
 import { hostProbe } from './activity-options';
 import { describeFailure, leftBehindOf } from './failures';
@@ -39,6 +39,7 @@ import { deleteInstance } from './operations/delete';
 import { rebootInstance, startInstance, stopInstance } from './operations/power';
 import { VtpmHost, VtpmInstance, VtpmLifecycleState, VtpmOperation, VtpmProject, VtpmVersion } from './search-attributes';
 import { controlTaskQueue } from './task-queues';
+import { guestDefinition, installMoveHandlers } from './instance-moves';
 
 export interface InstanceInit {
   instanceUuid: string;
@@ -80,6 +81,9 @@ export interface RebootRequest {
 export interface OperationOutcome extends CompletedOperation {
   record: InstanceRecord;
 }
+
+export type { MigrateRequest, ResizeRequest, RebuildRequest, ShelveRequest, UnshelveRequest, EvacuateRequest } from './instance-moves';
+export { migrateUpdate, confirmMigrationUpdate, revertMigrationUpdate, resizeUpdate, rebuildUpdate, shelveUpdate, unshelveUpdate, evacuateUpdate } from './instance-moves';
 
 export const bootUpdate = defineUpdate<OperationOutcome, [BootRequest]>('boot');
 export const stopUpdate = defineUpdate<OperationOutcome, [StopRequest]>('stop');
@@ -203,6 +207,29 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
     return r.host;
   };
 
+  /** Asks the host what it provides now; refuses (recording nothing) when it lacks a trait. */
+  const requireTraits = async (host: string, vtpm: VtpmRequest | null): Promise<void> => {
+    const { capabilities } = await hostProbe(host).describeHost();
+    if (vtpm === null) return;
+    try {
+      checkHostProvides(capabilities, vtpm.requiredTraits);
+    } catch (err) {
+      throw ApplicationFailure.create({ type: (err as Error).name, message: (err as Error).message, nonRetryable: true });
+    }
+  };
+
+  installMoveHandlers({
+    record: () => record,
+    update: (change) => {
+      record = change(record);
+    },
+    run,
+    child,
+    validate,
+    requireHost,
+    requireTraits,
+  });
+
   setHandler(instanceQuery, () => record);
 
   setHandler(
@@ -210,34 +237,14 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
     (request) =>
       run('boot', request.requestId, async () => {
         const vtpm = resolveVtpmRequest(request.flavor, request.image);
-        const { capabilities } = await hostProbe(request.host).describeHost();
-        if (vtpm !== null) {
-          try {
-            checkHostProvides(capabilities, vtpm.requiredTraits);
-          } catch (err) {
-            throw ApplicationFailure.create({ type: (err as Error).name, message: (err as Error).message, nonRetryable: true });
-          }
-        }
-        record = { ...record, host: request.host, flavor: request.flavor, image: request.image, vtpm };
-        const secretUuid = uuid4();
+        await requireTraits(request.host, vtpm);
+        const guest = guestDefinition(record, request.flavor, request.boot, vtpm, uuid4());
+        record = { ...record, host: request.host, flavor: request.flavor, image: request.image, vtpm, guest };
         const result = await child(
           bootInstance,
           'boot',
           request.requestId,
-          {
-            instanceUuid: record.instanceUuid,
-            project: record.project,
-            host: request.host,
-            secretSecurity: vtpm?.secretSecurity ?? null,
-            guest: {
-              name: record.name,
-              uuid: record.instanceUuid,
-              memoryMiB: request.flavor.memoryMiB,
-              vcpus: request.flavor.vcpus,
-              boot: request.boot,
-              ...(vtpm ? { vtpm: { version: vtpm.version, model: vtpm.model, secretUuid } } : {}),
-            },
-          },
+          { instanceUuid: record.instanceUuid, project: record.project, host: request.host, secretSecurity: vtpm?.secretSecurity ?? null, guest },
           request,
         );
         return {
@@ -246,7 +253,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
         };
       },
       // Fully undone: the instance is new again. Something left behind: delete cleans it up.
-      (r, err) => (leftBehindOf(err).length === 0 ? { ...r, host: null, flavor: null, image: null, vtpm: null } : { ...r, lifecycle: 'error' })),
+      (r, err) => (leftBehindOf(err).length === 0 ? { ...r, host: null, flavor: null, image: null, vtpm: null, guest: null } : { ...r, lifecycle: 'error' })),
     { validator: (request) => validate('boot', request?.requestId, () => checkBootRequest(request)) },
   );
 
@@ -335,7 +342,11 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
             deleteInstance,
             'delete',
             request.requestId,
-            { instanceUuid: record.instanceUuid, project: record.project, host: record.host },
+            {
+              instanceUuid: record.instanceUuid,
+              project: record.project,
+              hosts: [...new Set([record.host, record.migration?.source].filter((h): h is string => typeof h === 'string'))],
+            },
             request,
           );
           return {

@@ -3,8 +3,9 @@
  * the control workers. None returns secret material: a passphrase leaves the key manager only
  * inside a host agent.
  */
-import type { ImageService } from '../image-service/image-service';
+import type { ImageService, StateImageKind } from '../image-service/image-service';
 import type { InstanceOwner, KeyManager, SecretRef } from '../key-manager/key-manager';
+import type { StoredState } from '../../domain/instance';
 import { mapActivityFailures } from '../failures';
 
 export interface ControlActivityDeps {
@@ -28,6 +29,37 @@ export function createControlActivities({ keyManager, imageService }: ControlAct
       const refs = await keyManager.findPassphrases(owner);
       for (const ref of refs) await keyManager.deletePassphrase(ref);
       return refs.length;
+    },
+
+    /** Idempotent: an image already gone is success. */
+    async deleteStateImage(image: { id: string; project: string }): Promise<void> {
+      await imageService.delete(image);
+    },
+
+    /**
+     * Deletes the archives of one kind and generation of the instance: the undo of an export,
+     * which must work even when the export finished but its result was never recorded.
+     */
+    async deleteStateImagesOf(input: InstanceOwner & { kind: StateImageKind; generation: number }): Promise<number> {
+      const images = await imageService.find({ project: input.project, instanceUuid: input.instanceUuid, kind: input.kind });
+      const matching = images.filter((image) => image.generation === input.generation);
+      for (const image of matching) await imageService.delete({ id: image.id, project: image.project });
+      return matching.length;
+    },
+
+    /** The newest complete backup archive of the instance, for evacuate; null when there is none. */
+    async newestBackup(owner: InstanceOwner): Promise<StoredState | null> {
+      const backups = await imageService.find({ ...owner, kind: 'backup' });
+      const newest = backups.filter((b) => b.complete).sort((a, b) => b.generation - a.generation)[0];
+      return newest ? { imageId: newest.id, project: newest.project, sha256: newest.sha256, generation: newest.generation } : null;
+    },
+
+    /** Keeps the newest `keep` backups of the instance and deletes the rest. */
+    async pruneBackups(input: InstanceOwner & { keep: number }): Promise<number> {
+      const backups = await imageService.find({ project: input.project, instanceUuid: input.instanceUuid, kind: 'backup' });
+      const old = backups.sort((a, b) => b.generation - a.generation).slice(input.keep);
+      for (const image of old) await imageService.delete({ id: image.id, project: image.project });
+      return old.length;
     },
 
     async deleteInstanceImages(owner: InstanceOwner): Promise<number> {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { LocalHost } from '../../config';
 import { buildDomainXml, buildVtpmSecretXml, computeHostCapabilities, type DomainSpec, type HostCapabilities, type SecretSecurity } from '../../domain';
-import { packState, unpackState } from '../../domain/state-archive';
+import { InvalidStateArchive, packState, unpackState } from '../../domain/state-archive';
 import { mapActivityFailures } from '../failures';
 import type { GuestDefinition } from '../../domain/instance';
 import type { ImageService, StateImage, StateImageKind } from '../image-service/image-service';
@@ -217,6 +217,10 @@ export function createHostActivities(deps: HostActivityDeps) {
       replace: boolean;
     }): Promise<'written' | 'unchanged'> {
       checkInstanceUuid(input.instanceUuid);
+      // The download is named after the digest and removed afterwards: only hex may reach the path.
+      if (!/^[0-9a-f]{64}$/.test(input.sha256)) {
+        throw new InvalidStateArchive(`the recorded sha256 ${JSON.stringify(String(input.sha256).slice(0, 80))} is not 64 lower-case hex digits`);
+      }
       fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
       const download = path.join(workDir, `${input.instanceUuid}-${input.sha256.slice(0, 16)}.tar`);
       try {
@@ -226,6 +230,11 @@ export function createHostActivities(deps: HostActivityDeps) {
       } finally {
         fs.rmSync(download, { force: true });
       }
+    },
+
+    /** For a TPM reset: the current state goes under `.aside/` (never deleted), so the next start makes a new TPM. */
+    async setAsideTpmState(input: { instanceUuid: string; why: string }): Promise<string | null> {
+      return files.moveAside(checkInstanceUuid(input.instanceUuid), input.why);
     },
 
     /** Removes the state and generations of an instance that has left this host for good. */

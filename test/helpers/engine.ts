@@ -47,7 +47,7 @@ export async function startEngine(config: Config): Promise<Engine> {
     workers,
     running,
     async stop() {
-      for (const w of workers) w.shutdown();
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await running.catch(() => undefined);
       await env.teardown();
     },

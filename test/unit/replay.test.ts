@@ -19,7 +19,9 @@ beforeAll(() => {
 describe('replay of recorded histories (npm run record-histories refreshes them)', () => {
   it('has a recorded history for every lifecycle workflow', () => {
     expect(recorded).toEqual(
-      expect.arrayContaining(['instance.json', 'bootInstance.json', 'stopInstance.json', 'startInstance.json', 'rebootInstance.json', 'deleteInstance.json']),
+      expect.arrayContaining(
+        ['instance', 'bootInstance', 'stopInstance', 'startInstance', 'rebootInstance', 'deleteInstance', 'migrateInstance', 'confirmMigration', 'revertMigration', 'rebuildInstance', 'shelveInstance', 'unshelveInstance'].map((w) => `${w}.json`),
+      ),
     );
   });
 

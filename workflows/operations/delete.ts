@@ -20,12 +20,12 @@ export async function deleteInstance(input: DeleteInput): Promise<DeleteResult> 
       return undefined;
     }
   };
-  if (input.host !== null) {
-    const host = hostSteps(input.host);
-    await attempt('destroyDomain', () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
-    await attempt('undefineDomain', () => host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false }));
-    await attempt('purgeTpmState', () => host.purgeTpmState({ instanceUuid: input.instanceUuid }));
-    await attempt('removeInstanceSecrets', () => host.removeInstanceSecrets({ instanceUuid: input.instanceUuid }));
+  for (const name of input.hosts) {
+    const host = hostSteps(name);
+    await attempt(`destroyDomain on ${name}`, () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
+    await attempt(`undefineDomain on ${name}`, () => host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false }));
+    await attempt(`purgeTpmState on ${name}`, () => host.purgeTpmState({ instanceUuid: input.instanceUuid }));
+    await attempt(`removeInstanceSecrets on ${name}`, () => host.removeInstanceSecrets({ instanceUuid: input.instanceUuid }));
   }
   const passphrasesDeleted = (await attempt('deleteInstancePassphrases', () => controlSteps.deleteInstancePassphrases(owner))) ?? 0;
   const imagesDeleted = (await attempt('deleteInstanceImages', () => controlSteps.deleteInstanceImages(owner))) ?? 0;

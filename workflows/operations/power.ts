@@ -3,9 +3,26 @@
  * generation; every start first checks the state against it (restoring a kept generation when
  * the live state is damaged), so a start never runs a guest on the wrong or a broken TPM.
  */
-import { hostLongSteps, hostSteps } from '../activity-options';
+import { controlSteps, hostLongSteps, hostSteps } from '../activity-options';
 import { operationFailure } from '../failures';
 import type { RebootInput, StartInput, StartResult, StopInput, StopResult } from './types';
+
+/** Off-host backups kept per instance, for evacuate when the host is lost. */
+export const BACKUPS_KEPT = 3;
+
+/**
+ * Every stop also stores the state off-host as a backup. A failed backup does not fail the stop
+ * (the state is safe on the host); the outcome says so.
+ */
+async function backUp(input: StopInput, generation: number): Promise<boolean> {
+  try {
+    await hostLongSteps(input.host).exportTpmState({ instanceUuid: input.instanceUuid, project: input.project, generation, kind: 'backup' });
+    await controlSteps.pruneBackups({ project: input.project, instanceUuid: input.instanceUuid, keep: BACKUPS_KEPT });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export async function stopInstance(input: StopInput): Promise<StopResult> {
   let step = 'shutdownDomain';
@@ -14,10 +31,10 @@ export async function stopInstance(input: StopInput): Promise<StopResult> {
       instanceUuid: input.instanceUuid,
       deadlineSeconds: input.shutdownDeadlineSeconds,
     });
-    if (!input.hasVtpm) return { graceful, generation: input.nextGeneration, sha256: null };
+    if (!input.hasVtpm) return { graceful, generation: input.nextGeneration, sha256: null, backedUp: false };
     step = 'snapshotTpmState';
     const record = await hostSteps(input.host).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
-    return { graceful, generation: record.generation, sha256: record.sha256 };
+    return { graceful, generation: record.generation, sha256: record.sha256, backedUp: await backUp(input, record.generation) };
   } catch (err) {
     throw operationFailure('stop', step, err, []);
   }

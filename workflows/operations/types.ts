@@ -29,6 +29,8 @@ export interface StopResult {
   graceful: boolean;
   generation: number;
   sha256: string | null;
+  /** Whether the state was also stored off-host as a backup. */
+  backedUp: boolean;
 }
 
 export interface StartInput extends InstanceTarget {
@@ -51,7 +53,8 @@ export interface RebootInput extends InstanceTarget {
 export interface DeleteInput {
   instanceUuid: string;
   project: string;
-  host: string | null;
+  /** Every host that may hold something of the instance (both sides of a pending migration). */
+  hosts: string[];
 }
 
 export interface DeleteResult {

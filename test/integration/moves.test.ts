@@ -1,0 +1,258 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../config';
+import { createImageService } from '../../activities/image-service/image-service';
+import { LibvirtHost } from '../../activities/host/libvirt-host';
+import {
+  bootUpdate,
+  confirmMigrationUpdate,
+  deleteUpdate,
+  evacuateUpdate,
+  migrateUpdate,
+  rebuildUpdate,
+  resizeUpdate,
+  revertMigrationUpdate,
+  shelveUpdate,
+  startUpdate,
+  stopUpdate,
+  unshelveUpdate,
+} from '../../workflows/instance';
+import {
+  guestBootRequest,
+  instanceSerialLog,
+  leftovers,
+  newInstance,
+  recordOf,
+  startEngine,
+  startInstanceEntity,
+  type Engine,
+} from '../helpers/engine';
+import { ensureTestGuest, markerValue, waitForGuest } from '../helpers/guest';
+import { historiesContaining, recordHistories } from '../helpers/histories';
+import { removeDomainAndSecret } from '../helpers/libvirt';
+import { createKeyManager } from '../../activities/key-manager/key-manager';
+
+const config = loadConfig({ ...process.env, VTPM_KEY_MANAGER: 'barbican', VTPM_IMAGE_SERVICE: 'glance' });
+let engine: Engine;
+const passphrases: Buffer[] = [];
+const id = () => ({ requestId: randomUUID() });
+
+beforeAll(async () => {
+  await ensureTestGuest(config);
+  engine = await startEngine(config);
+});
+
+afterAll(async () => {
+  await engine?.stop();
+});
+
+/** What the guest printed on its latest boot on `host`. */
+async function guestRun(host: string, instanceUuid: string): Promise<string[]> {
+  const libvirtUri = config.hosts.find((h) => h.name === host)!.libvirtUri;
+  return waitForGuest(libvirtUri, instanceUuid, instanceSerialLog(engine, host, instanceUuid));
+}
+
+async function expectValue(host: string, instanceUuid: string, value: string): Promise<void> {
+  const markers = await guestRun(host, instanceUuid);
+  expect(markers).toContain('nvwriteonce=kept');
+  expect(markerValue(markers, 'nvread')).toBe(value);
+}
+
+/** Boots the test guest with a TPM 2.0 crb; `fromImage` puts the vTPM request in the image instead of the flavor. */
+async function bootWithValue(host = 'host-a', fromImage = false) {
+  const init = newInstance(engine);
+  const handle = await startInstanceEntity(engine, init);
+  const value = `nv-${randomBytes(4).toString('hex')}`;
+  const request = guestBootRequest(engine, host, value);
+  if (fromImage) {
+    request.flavor = { ...request.flavor, extraSpecs: {} };
+    request.image = { id: 'image-v1', properties: { hw_tpm_version: '2.0', hw_tpm_model: 'tpm-crb' } };
+  }
+  const booted = await handle.executeUpdate(bootUpdate, { args: [request] });
+  passphrases.push(await createKeyManager(config).getPassphrase(booted.record.secret!.ref));
+  const first = await guestRun(host, init.instanceUuid);
+  expect(markerValue(first, 'nvread')).toBe(value);
+  return { init, handle, value };
+}
+
+async function stagingImages(owner: { project: string; instanceUuid: string }) {
+  return (await createImageService(config).find({ ...owner, kind: 'migration' })).length;
+}
+
+describe('moving and storing the vTPM state on the real stack', () => {
+  it('carries the guest\'s TPM value through migrate, shelve, unshelve and resize, and delete leaves nothing', async () => {
+    const { init, handle, value } = await bootWithValue('host-a');
+
+    const migrated = await handle.executeUpdate(migrateUpdate, { args: [{ ...id(), target: 'host-b' }] });
+    expect(migrated.record).toMatchObject({ lifecycle: 'verify-migration', host: 'host-b', migration: { source: 'host-a', target: 'host-b' } });
+    await expectValue('host-b', init.instanceUuid, value);
+    const confirmed = await handle.executeUpdate(confirmMigrationUpdate, { args: [id()] });
+    expect(confirmed.record).toMatchObject({ host: 'host-b', migration: null });
+    expect(await new LibvirtHost(config.hosts[0]!.libvirtUri).domainStatus(init.instanceUuid)).toBeNull();
+    expect(await stagingImages(init)).toBe(0);
+
+    const shelved = await handle.executeUpdate(shelveUpdate, { args: [id()] });
+    expect(shelved.record).toMatchObject({ lifecycle: 'shelved', host: null });
+    expect(shelved.record.shelved?.imageId).toBeTruthy();
+    // Off the hosts entirely: only the passphrase and the stored state remain.
+    expect(await leftovers(engine, init)).toEqual(['1 passphrase(s) in the barbican key manager', '1 image(s) in the glance image service']);
+
+    const unshelved = await handle.executeUpdate(unshelveUpdate, { args: [{ ...id(), host: 'host-a' }] });
+    expect(unshelved.record).toMatchObject({ lifecycle: 'active', host: 'host-a', shelved: null });
+    await expectValue('host-a', init.instanceUuid, value);
+
+    const resized = await handle.executeUpdate(resizeUpdate, {
+      args: [{ ...id(), flavor: { name: 'bigger', extraSpecs: { 'hw:tpm_version': '2.0', 'hw:tpm_model': 'tpm-crb' }, memoryMiB: 256, vcpus: 1 } }],
+    });
+    expect(resized.record).toMatchObject({ lifecycle: 'verify-migration', host: 'host-a', guest: { memoryMiB: 256 } });
+    await expectValue('host-a', init.instanceUuid, value);
+    await handle.executeUpdate(confirmMigrationUpdate, { args: [id()] });
+
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+    await recordHistories(engine.env, init.instanceUuid, process.env.VTPM_RECORD_HISTORIES === '1');
+  });
+
+  it('reverts a migration: the guest is back on the source with its value, and the target is clean', async () => {
+    const { init, handle, value } = await bootWithValue('host-a');
+    await handle.executeUpdate(migrateUpdate, { args: [{ ...id(), target: 'host-b' }] });
+    await expectValue('host-b', init.instanceUuid, value);
+    const reverted = await handle.executeUpdate(revertMigrationUpdate, { args: [id()] });
+    expect(reverted.record).toMatchObject({ lifecycle: 'active', host: 'host-a', migration: null });
+    await expectValue('host-a', init.instanceUuid, value);
+    const target = new LibvirtHost(config.hosts[1]!.libvirtUri);
+    expect(await target.domainStatus(init.instanceUuid)).toBeNull();
+    expect(await target.vtpmSecretsOf(init.instanceUuid)).toEqual([]);
+    expect(await stagingImages(init)).toBe(0);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+    await recordHistories(engine.env, init.instanceUuid, process.env.VTPM_RECORD_HISTORIES === '1');
+  });
+
+  it.each([
+    ['exportTpmState', 'after', undefined],
+    ['ensureVtpmSecret', 'before', 'vtpm-host-host-b'],
+    ['importTpmState', 'after', undefined],
+    ['defineDomain', 'after', 'vtpm-host-host-b'],
+    ['checkTpmStateHealth', 'before', 'vtpm-host-host-b'],
+    ['startDomain', 'after', 'vtpm-host-host-b'],
+  ] as const)('keeps one running copy when migrate fails at %s (%s it runs)', async (activity, when, taskQueue) => {
+    const { init, handle, value } = await bootWithValue('host-a');
+    engine.faults.faults = [{ activity, when, action: 'fail', ...(taskQueue ? { taskQueue } : {}) }];
+    try {
+      await expect(handle.executeUpdate(migrateUpdate, { args: [{ ...id(), target: 'host-b' }] })).rejects.toMatchObject({
+        cause: { message: expect.stringContaining(`migrate failed at ${activity}`) },
+      });
+    } finally {
+      engine.faults.faults = [];
+    }
+    const record = await recordOf(handle);
+    expect(record).toMatchObject({ lifecycle: 'active', host: 'host-a', migration: null, lastError: { operation: 'migrate' } });
+    // The source started again from its untouched state; the target holds nothing.
+    await expectValue('host-a', init.instanceUuid, value);
+    const target = new LibvirtHost(config.hosts[1]!.libvirtUri);
+    expect(await target.domainStatus(init.instanceUuid)).toBeNull();
+    expect(await target.vtpmSecretsOf(init.instanceUuid)).toEqual([]);
+    expect(await stagingImages(init)).toBe(0);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  });
+
+  it.each([
+    ['exportTpmState', 'after'],
+    ['undefineDomain', 'before'],
+  ] as const)('leaves the guest on its host and no image when shelve fails at %s (%s)', async (activity, when) => {
+    const { init, handle, value } = await bootWithValue('host-a');
+    engine.faults.faults = [{ activity, when, action: 'fail' }];
+    try {
+      await expect(handle.executeUpdate(shelveUpdate, { args: [id()] })).rejects.toMatchObject({
+        cause: { message: expect.stringContaining(`shelve failed at ${activity}`) },
+      });
+    } finally {
+      engine.faults.faults = [];
+    }
+    expect(await recordOf(handle)).toMatchObject({ lifecycle: 'active', host: 'host-a', shelved: null });
+    await expectValue('host-a', init.instanceUuid, value);
+    expect(await createImageService(config).find({ ...init, kind: 'shelve' })).toEqual([]);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  });
+
+  it.each([
+    ['importTpmState', 'after'],
+    ['startDomain', 'after'],
+  ] as const)('keeps the shelved image, the only copy, when unshelve fails at %s (%s)', async (activity, when) => {
+    const { init, handle, value } = await bootWithValue('host-a');
+    await handle.executeUpdate(shelveUpdate, { args: [id()] });
+    engine.faults.faults = [{ activity, when, action: 'fail' }];
+    try {
+      await expect(handle.executeUpdate(unshelveUpdate, { args: [{ ...id(), host: 'host-b' }] })).rejects.toThrow();
+    } finally {
+      engine.faults.faults = [];
+    }
+    const record = await recordOf(handle);
+    expect(record).toMatchObject({ lifecycle: 'shelved', host: null });
+    expect(await createImageService(config).find({ ...init, kind: 'shelve' })).toHaveLength(1);
+    const target = new LibvirtHost(config.hosts[1]!.libvirtUri);
+    expect(await target.domainStatus(init.instanceUuid)).toBeNull();
+    // Retrying the failed operation works: the archive was kept.
+    await handle.executeUpdate(unshelveUpdate, { args: [{ ...id(), host: 'host-b' }] });
+    await expectValue('host-b', init.instanceUuid, value);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  });
+
+  it('rebuilds keeping the TPM value, and changes the TPM version only when a reset is asked for', async () => {
+    const { init, handle, value } = await bootWithValue('host-a', true);
+    const boot = guestBootRequest(engine, 'host-a', 'ignored').boot;
+    const sameTpm = { id: 'image-v2', properties: { hw_tpm_version: '2.0', hw_tpm_model: 'tpm-crb' } };
+    const rebuilt = await handle.executeUpdate(rebuildUpdate, { args: [{ ...id(), image: sameTpm, boot }] });
+    expect(rebuilt.message).toContain('vTPM state kept');
+    await expectValue('host-a', init.instanceUuid, value);
+
+    const tpm12 = { id: 'image-tpm12', properties: { hw_tpm_version: '1.2' } };
+    await expect(handle.executeUpdate(rebuildUpdate, { args: [{ ...id(), image: tpm12, boot }] })).rejects.toMatchObject({
+      cause: { type: 'TpmChangeNeedsReset', message: expect.stringContaining('resetTpm') },
+    });
+    expect((await recordOf(handle)).vtpm).toMatchObject({ version: '2.0' });
+
+    const reset = await handle.executeUpdate(rebuildUpdate, { args: [{ ...id(), image: tpm12, boot, resetTpm: true }] });
+    expect(reset.message).toContain('TPM reset');
+    expect(reset.record.vtpm).toMatchObject({ version: '1.2', model: 'tpm-tis' });
+    expect(markerValue(await guestRun('host-a', init.instanceUuid), 'version')).toBe('1.2');
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+    await recordHistories(engine.env, init.instanceUuid, process.env.VTPM_RECORD_HISTORIES === '1');
+  });
+
+  it('never writes passphrase bytes into any workflow history', async () => {
+    expect(passphrases.length).toBeGreaterThan(0);
+    for (const passphrase of passphrases) expect((await historiesContaining(engine.env, passphrase)).matches).toEqual([]);
+  });
+
+  it('evacuates from a lost host onto another from the newest backup, recording the possible rollback', async () => {
+    const { init, handle, value } = await bootWithValue('host-b');
+    const stopped = await handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 5 }] });
+    expect(stopped.record.stateGeneration).toBe(1);
+    expect(await createImageService(config).find({ ...init, kind: 'backup' })).toHaveLength(1);
+    await handle.executeUpdate(startUpdate, { args: [id()] });
+    await expectValue('host-b', init.instanceUuid, value);
+
+    // Host B is lost: its agent stops answering and its guest is gone with it.
+    const hostB = engine.workers[2]!;
+    hostB.shutdown();
+    await new LibvirtHost(config.hosts[1]!.libvirtUri).destroy(init.instanceUuid).catch(() => undefined);
+
+    const evacuated = await handle.executeUpdate(evacuateUpdate, { args: [{ ...id(), target: 'host-a' }] });
+    expect(evacuated.record).toMatchObject({ lifecycle: 'active', host: 'host-a', tpmRollback: { toGeneration: 1 } });
+    expect(evacuated.message).toContain('may have rolled back');
+    await expectValue('host-a', init.instanceUuid, value);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    // What the lost host still holds goes with the host; here it is cleaned by hand.
+    const lost = config.hosts[1]!;
+    for (const secret of await new LibvirtHost(lost.libvirtUri).vtpmSecretsOf(init.instanceUuid)) {
+      await removeDomainAndSecret(lost, init.instanceUuid, secret);
+    }
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 300_000);
+});

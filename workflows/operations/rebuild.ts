@@ -1,0 +1,79 @@
+/**
+ * Rebuild: the guest is defined again from a new image on the same host. The TPM state stays
+ * unless the request asked for a reset, in which case the old state is moved aside (never
+ * deleted) and the guest starts with a new TPM. A failure restores the old definition.
+ */
+import { CancellationScope } from '@temporalio/workflow';
+import type { GuestDefinition, InstanceSecret } from '../../domain/instance';
+import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
+import { secretIsEphemeral } from '../../domain/vtpm-vocabulary';
+import { hostLongSteps, hostSteps } from '../activity-options';
+import { Compensations } from '../compensation';
+import { operationFailure } from '../failures';
+
+export interface RebuildInput {
+  instanceUuid: string;
+  project: string;
+  host: string;
+  guest: GuestDefinition;
+  previousGuest: GuestDefinition;
+  secret: InstanceSecret | null;
+  secretSecurity: SecretSecurity | null;
+  resetTpm: boolean;
+  wasRunning: boolean;
+  hadVtpm: boolean;
+  nextGeneration: number;
+  shutdownDeadlineSeconds: number;
+}
+
+export interface RebuildResult {
+  generation: number;
+  sha256: string | null;
+  tpmSetAsideTo: string | null;
+}
+
+export async function rebuildInstance(input: RebuildInput): Promise<RebuildResult> {
+  const host = hostSteps(input.host);
+  const undo = new Compensations();
+  let step = 'shutdownDomain';
+  try {
+    undo.add('restoreDefinition', async () => {
+      await host.defineDomain({ guest: input.previousGuest });
+      if (input.wasRunning) await host.startDomain({ instanceUuid: input.instanceUuid });
+    });
+    await hostLongSteps(input.host).shutdownDomain({ instanceUuid: input.instanceUuid, deadlineSeconds: input.shutdownDeadlineSeconds });
+    let generation = input.nextGeneration - 1;
+    let sha256: string | null = null;
+    if (input.hadVtpm) {
+      step = 'snapshotTpmState';
+      const record = await host.snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
+      generation = record.generation;
+      sha256 = record.sha256;
+    }
+    step = 'defineDomain';
+    await host.defineDomain({ guest: input.guest });
+    let tpmSetAsideTo: string | null = null;
+    if (input.resetTpm) {
+      step = 'setAsideTpmState';
+      tpmSetAsideTo = await host.setAsideTpmState({ instanceUuid: input.instanceUuid, why: 'rebuild-reset' });
+      sha256 = null;
+    }
+    if (input.wasRunning) {
+      if (input.secret !== null) {
+        step = 'ensureVtpmSecret';
+        await host.ensureVtpmSecret({
+          instanceUuid: input.instanceUuid,
+          secretUuid: input.secret.libvirtSecretUuid,
+          secretRef: input.secret.ref,
+          ephemeral: secretIsEphemeral(input.secretSecurity ?? 'user'),
+        });
+      }
+      step = 'startDomain';
+      await host.startDomain({ instanceUuid: input.instanceUuid });
+    }
+    return { generation, sha256, tpmSetAsideTo };
+  } catch (err) {
+    const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
+    throw operationFailure('rebuild', step, err, leftBehind);
+  }
+}
