@@ -13,8 +13,13 @@ export interface Fault {
   /** The activity type, e.g. `defineDomain`. */
   activity: string;
   when: 'before' | 'after';
-  /** `fail`: a non-retryable failure; `crash`: the worker process is killed (SIGKILL). */
-  action: 'fail' | 'crash';
+  /**
+   * `fail`: a non-retryable failure; `crash`: the worker process is killed (SIGKILL); `stall`:
+   * the activity never answers, as on a host that died mid-step (until the worker stops).
+   */
+  action: 'fail' | 'crash' | 'stall';
+  /** Fire on every matching call, not only the first. */
+  repeat?: boolean;
   /** Only on this task queue (one host's agent), when set. */
   taskQueue?: string;
 }
@@ -49,25 +54,28 @@ class FaultInterceptor implements ActivityInboundCallsInterceptor {
     }
   }
 
-  private maybeInject(when: Fault['when']): void {
+  private async maybeInject(when: Fault['when']): Promise<void> {
     const { activityType, taskQueue } = Context.current().info;
-    this.plan.faults.forEach((fault, index) => {
-      if (fault.activity !== activityType || fault.when !== when) return;
-      if (fault.taskQueue !== undefined && fault.taskQueue !== taskQueue) return;
-      if (!this.claim(fault, index)) return;
+    for (const [index, fault] of this.plan.faults.entries()) {
+      if (fault.activity !== activityType || fault.when !== when) continue;
+      if (fault.taskQueue !== undefined && fault.taskQueue !== taskQueue) continue;
+      if (!fault.repeat && !this.claim(fault, index)) continue;
       if (fault.action === 'crash') process.kill(process.pid, 'SIGKILL');
+      if (fault.action === 'stall') {
+        await Promise.race([Context.current().cancelled, new Promise((resolve) => setTimeout(resolve, 3_600_000))]);
+      }
       throw ApplicationFailure.create({
         type: 'InjectedFault',
         message: `injected fault: ${activityType} ${when} it ran`,
         nonRetryable: true,
       });
-    });
+    }
   }
 
   async execute(input: ActivityExecuteInput, next: Next<ActivityInboundCallsInterceptor, 'execute'>): Promise<unknown> {
-    this.maybeInject('before');
+    await this.maybeInject('before');
     const result = await next(input);
-    this.maybeInject('after');
+    await this.maybeInject('after');
     return result;
   }
 }

@@ -8,6 +8,7 @@
 import {
   allHandlersFinished,
   ApplicationFailure,
+  CancellationScope,
   condition,
   continueAsNew,
   defineQuery,
@@ -92,6 +93,17 @@ export const rebootUpdate = defineUpdate<OperationOutcome, [RebootRequest]>('reb
 export const deleteUpdate = defineUpdate<OperationOutcome, [RequestOnly]>('delete');
 export const instanceQuery = defineQuery<InstanceRecord>('instance');
 
+/**
+ * For an operation stuck on a dead host: cancels it, which runs its compensation (undo on the
+ * hosts that answer, the guest back where it was). The abort and its reason stay in the history.
+ */
+export interface AbortRequest {
+  /** The running operation's request id, to make sure the right one is aborted. */
+  requestId?: string;
+  reason: string;
+}
+export const abortOperationUpdate = defineUpdate<string, [AbortRequest]>('abortOperation');
+
 export function instanceWorkflowId(instanceUuid: string): string {
   return `vtpm-instance-${instanceUuid}`;
 }
@@ -99,6 +111,10 @@ export function instanceWorkflowId(instanceUuid: string): string {
 const DEFAULT_SHUTDOWN_DEADLINE_SECONDS = 60;
 const HISTORY_LIMIT = 4000;
 const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/;
+
+function refusal(type: string, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}
 
 function refuse(err: unknown): never {
   if (err instanceof ApplicationFailure) throw err;
@@ -188,19 +204,49 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
     }
   };
 
-  const child = <A, R>(workflow: (input: A) => Promise<R>, operation: OperationName, requestId: string, input: A, memo: unknown) =>
-    executeChild(workflow, {
-      workflowId: `${instanceWorkflowId(record.instanceUuid)}-${operation}-${requestId}`,
-      taskQueue: controlTaskQueue,
-      args: [input],
-      memo: { request: memo },
-      typedSearchAttributes: [
-        { key: VtpmInstance, value: record.instanceUuid },
-        { key: VtpmProject, value: record.project },
-        { key: VtpmOperation, value: operation },
-        ...(record.host ? [{ key: VtpmHost, value: record.host }] : []),
-      ],
-    });
+  /** The running operation's child workflow, which an operator may abort. */
+  let current: { scope: CancellationScope; operation: OperationName; requestId: string } | null = null;
+
+  const child = <A, R>(workflow: (input: A) => Promise<R>, operation: OperationName, requestId: string, input: A, memo: unknown) => {
+    const scope = new CancellationScope();
+    current = { scope, operation, requestId };
+    return scope
+      .run(() =>
+        executeChild(workflow, {
+          workflowId: `${instanceWorkflowId(record.instanceUuid)}-${operation}-${requestId}`,
+          taskQueue: controlTaskQueue,
+          args: [input],
+          memo: { request: memo },
+          typedSearchAttributes: [
+            { key: VtpmInstance, value: record.instanceUuid },
+            { key: VtpmProject, value: record.project },
+            { key: VtpmOperation, value: operation },
+            ...(record.host ? [{ key: VtpmHost, value: record.host }] : []),
+          ],
+        }),
+      )
+      .finally(() => {
+        current = null;
+      });
+  };
+
+  setHandler(
+    abortOperationUpdate,
+    (request) => {
+      const running = current!;
+      running.scope.cancel();
+      return `aborting ${running.operation} ${running.requestId}: ${request.reason}; its steps are being undone`;
+    },
+    {
+      validator: (request) => {
+        if (current === null) throw refusal('NothingToAbort', `no operation of instance ${record.instanceUuid} is running`);
+        if (request?.requestId !== undefined && request.requestId !== current.requestId) {
+          throw refusal('NothingToAbort', `the running operation is ${current.operation} ${current.requestId}, not ${request.requestId}`);
+        }
+        if (typeof request?.reason !== 'string' || request.reason.trim() === '') throw refusal('InvalidRequest', 'say why the operation is aborted (reason)');
+      },
+    },
+  );
 
   const requireHost = (r: InstanceRecord): string => {
     if (r.host === null) throw ApplicationFailure.create({ type: 'InvalidState', message: 'the instance has no host', nonRetryable: true });

@@ -24,7 +24,8 @@ export async function recordHistories(env: TestWorkflowEnvironment, instanceUuid
   return saved;
 }
 
-function contains(value: unknown, needle: Buffer, seen = new Set<unknown>()): boolean {
+/** Whether `needle` appears anywhere in a history: strings, and payload bytes undecoded. */
+export function contains(value: unknown, needle: Buffer, seen = new Set<unknown>()): boolean {
   if (value === null || value === undefined || seen.has(value)) return false;
   if (typeof value === 'string') return value.includes(needle.toString('latin1'));
   if (value instanceof Uint8Array) return Buffer.from(value).includes(needle);

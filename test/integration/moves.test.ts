@@ -4,7 +4,9 @@ import { loadConfig } from '../../config';
 import { createImageService } from '../../activities/image-service/image-service';
 import { LibvirtHost } from '../../activities/host/libvirt-host';
 import {
+  abortOperationUpdate,
   bootUpdate,
+  instanceWorkflowId,
   confirmMigrationUpdate,
   deleteUpdate,
   evacuateUpdate,
@@ -28,7 +30,7 @@ import {
   type Engine,
 } from '../helpers/engine';
 import { ensureTestGuest, markerValue, waitForGuest } from '../helpers/guest';
-import { historiesContaining, recordHistories } from '../helpers/histories';
+import { contains, historiesContaining, recordHistories } from '../helpers/histories';
 import { removeDomainAndSecret } from '../helpers/libvirt';
 import { createKeyManager } from '../../activities/key-manager/key-manager';
 
@@ -224,6 +226,39 @@ describe('moving and storing the vTPM state on the real stack', () => {
     expect(await leftovers(engine, init)).toEqual([]);
     await recordHistories(engine.env, init.instanceUuid, process.env.VTPM_RECORD_HISTORIES === '1');
   });
+
+  it('lets an operator abort a migration stuck on a dead target, visible in the history, and retry it', async () => {
+    const { init, handle, value } = await bootWithValue('host-a');
+    engine.faults.faults = [{ activity: 'importTpmState', when: 'before', action: 'stall', repeat: true, taskQueue: 'vtpm-host-host-b' }];
+    const request = { ...id(), target: 'host-b' };
+    const migrate = handle.executeUpdate(migrateUpdate, { args: [request] });
+    const child = engine.env.client.workflow.getHandle(`${instanceWorkflowId(init.instanceUuid)}-migrate-${request.requestId}`);
+    for (let waited = 0; ; waited += 500) {
+      const pending = await child.describe().then((d) => d.raw.pendingActivities ?? [], () => []);
+      if (pending.some((a) => a.activityType?.name === 'importTpmState')) break;
+      if (waited > 60_000) throw new Error('the migration never reached importTpmState');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+
+    const reply = await handle.executeUpdate(abortOperationUpdate, { args: [{ requestId: request.requestId, reason: 'host-b lost power' }] });
+    engine.faults.faults = [];
+    expect(reply).toContain(`aborting migrate ${request.requestId}`);
+    await expect(migrate).rejects.toMatchObject({ cause: { message: expect.stringContaining('migrate failed at importTpmState') } });
+    expect(await recordOf(handle)).toMatchObject({ lifecycle: 'active', host: 'host-a', lastError: { operation: 'migrate' } });
+    await expectValue('host-a', init.instanceUuid, value);
+    expect(await new LibvirtHost(config.hosts[1]!.libvirtUri).domainStatus(init.instanceUuid)).toBeNull();
+    expect(await stagingImages(init)).toBe(0);
+    const history = await handle.fetchHistory();
+    expect(contains(history, Buffer.from('abortOperation'))).toBe(true);
+    expect(contains(history, Buffer.from('host-b lost power'))).toBe(true);
+
+    // The same operation, retried with a new request id, goes through.
+    const retried = await handle.executeUpdate(migrateUpdate, { args: [{ ...id(), target: 'host-b' }] });
+    expect(retried.record.host).toBe('host-b');
+    await expectValue('host-b', init.instanceUuid, value);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 300_000);
 
   it('never writes passphrase bytes into any workflow history', async () => {
     expect(passphrases.length).toBeGreaterThan(0);

@@ -3,6 +3,7 @@
  * itself), domain with its <tpm>, start. A failure undoes every step in reverse, so nothing is
  * left behind: no secret, no libvirt secret, no domain, no state folder.
  */
+import { CancellationScope } from '@temporalio/workflow';
 import { secretIsEphemeral } from '../../domain/vtpm-vocabulary';
 import { controlSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
@@ -39,6 +40,6 @@ export async function bootInstance(input: BootInput): Promise<BootResult> {
     await host.startDomain({ instanceUuid: input.instanceUuid });
     return { secret };
   } catch (err) {
-    throw operationFailure('boot', step, err, await undo.run());
+    throw operationFailure('boot', step, err, await CancellationScope.nonCancellable(() => undo.run()));
   }
 }
