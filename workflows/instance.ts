@@ -48,6 +48,8 @@ export interface InstanceInit {
   name: string;
   /** Set by continue-as-new: the record so far. */
   record?: InstanceRecord;
+  /** History length past which the entity continues as new when idle (default 4000). */
+  historyLimit?: number;
 }
 
 export interface FlavorRequest extends FlavorInput {
@@ -408,7 +410,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
   await condition(
     () =>
       !busy &&
-      (record.lifecycle === 'deleted' || workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_LIMIT),
+      (record.lifecycle === 'deleted' || workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (init.historyLimit ?? HISTORY_LIMIT)),
   );
   await condition(allHandlersFinished);
   if (record.lifecycle === 'deleted') return record;

@@ -3,7 +3,8 @@ import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
 import { createKeyManager } from '../../activities/key-manager/key-manager';
-import { bootUpdate, deleteUpdate, rebootUpdate, startUpdate, stopUpdate } from '../../workflows/instance';
+import { bootUpdate, deleteUpdate, instance, instanceQuery, instanceWorkflowId, rebootUpdate, startUpdate, stopUpdate } from '../../workflows/instance';
+import { controlTaskQueue } from '../../workflows/task-queues';
 import {
   guestBootRequest,
   instanceSerialLog,
@@ -72,6 +73,32 @@ describe('boot, power operations and delete on the real stack (Barbican key mana
     expect(await leftovers(engine, init)).toEqual([]);
     expect((await handle.describe()).status.name).toBe('COMPLETED');
     await recordHistories(engine.env, init.instanceUuid, process.env.VTPM_RECORD_HISTORIES === '1');
+  });
+
+  it('continues as new when its history grows long, keeping the record and the request ids it answered', async () => {
+    const init = newInstance(engine);
+    const handle = await engine.env.client.workflow.start(instance, {
+      workflowId: instanceWorkflowId(init.instanceUuid),
+      taskQueue: controlTaskQueue,
+      args: [{ ...init, historyLimit: 20 }],
+    });
+    const firstRun = (await handle.describe()).runId;
+    const boot = guestBootRequest(engine, 'host-a', 'long-history');
+    await handle.executeUpdate(bootUpdate, { args: [boot] });
+    const stop = { requestId: randomUUID(), shutdownDeadlineSeconds: 5 };
+    await handle.executeUpdate(stopUpdate, { args: [stop] });
+    let latest = await engine.env.client.workflow.getHandle(handle.workflowId).describe();
+    for (let waited = 0; latest.runId === firstRun && waited < 10_000; waited += 250) {
+      await new Promise((r) => setTimeout(r, 250));
+      latest = await engine.env.client.workflow.getHandle(handle.workflowId).describe();
+    }
+    expect(latest.runId).not.toBe(firstRun);
+    const current = engine.env.client.workflow.getHandle(handle.workflowId);
+    expect(await current.query(instanceQuery)).toMatchObject({ lifecycle: 'stopped', host: 'host-a', stateGeneration: 1 });
+    const again = await current.executeUpdate(stopUpdate, { args: [stop] });
+    expect(again.message).toContain('stopped');
+    await current.executeUpdate(deleteUpdate, { args: [{ requestId: randomUUID() }] });
+    expect(await leftovers(engine, init)).toEqual([]);
   });
 
   it('answers a repeated request id with the first outcome instead of acting twice', async () => {
