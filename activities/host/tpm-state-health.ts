@@ -73,10 +73,15 @@ export async function checkStateHealth(
     deps.files.write(instanceUuid, files, false);
     return { outcome: 'restored', generation: record.generation, sha256: record.sha256, problem, movedAsideTo };
   }
+  // When neither the state nor any kept generation opens, a wrong passphrase is as likely as damage.
+  const passphraseHint =
+    problem.startsWith('swtpm cannot open') && tried.length > 0
+      ? 'No kept generation opens with this passphrase either: check first that the secret reference names the right passphrase; '
+      : '';
   throw new StateUnhealthy(
     `vTPM state of instance ${instanceUuid} is unhealthy (${problem}) and no good generation is kept on this host ` +
       `(tried ${tried.length === 0 ? 'none: there are none' : tried.join(', ')}). The state was left in place and the ` +
-      'guest was not started: restore it from an off-host backup, or reset the TPM explicitly if its contents may be lost.',
+      `guest was not started. ${passphraseHint}Otherwise restore it from an off-host backup, or reset the TPM explicitly if its contents may be lost.`,
     { instanceUuid, problem, movedAsideTo: null, triedGenerations: tried },
   );
 }

@@ -83,7 +83,7 @@ describe('the health check before a start', () => {
     const check = checkStateHealth(deps, uuid, { generation: 2, sha256: packState(state).sha256 }, passphrase);
 
     await expect(check).rejects.toThrow(StateUnhealthy);
-    await expect(check).rejects.toThrow(/restore it from an off-host backup/);
+    await expect(check).rejects.toThrow(/restore it from an off-host backup/i);
     expect(deps.files.read(uuid)).toEqual(damaged);
   });
 
