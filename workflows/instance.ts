@@ -32,7 +32,6 @@ import {
   type OperationName,
 } from '../domain/instance';
 import { resolveVtpmRequest, type FlavorInput, type ImageInput, type VtpmRequest } from '../domain/vtpm-request';
-import { secretIsEphemeral } from '../domain/vtpm-vocabulary';
 import { hostProbe } from './activity-options';
 import { describeFailure, leftBehindOf } from './failures';
 import { bootInstance } from './operations/boot';
@@ -344,7 +343,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
             project: record.project,
             host: requireHost(record),
             secret: record.secret,
-            ephemeralSecret: record.vtpm ? secretIsEphemeral(record.vtpm.secretSecurity) : true,
+            secretSecurity: record.vtpm?.secretSecurity ?? null,
             expected: record.stateSha256 ? { generation: record.stateGeneration, sha256: record.stateSha256 } : null,
           },
           request,

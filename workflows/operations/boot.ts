@@ -4,10 +4,10 @@
  * left behind: no secret, no libvirt secret, no domain, no state folder.
  */
 import { CancellationScope } from '@temporalio/workflow';
-import { secretIsEphemeral } from '../../domain/vtpm-vocabulary';
 import { controlSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
+import { ensureSecretOn } from './secret-step';
 import type { BootInput, BootResult } from './types';
 
 export async function bootInstance(input: BootInput): Promise<BootResult> {
@@ -23,13 +23,8 @@ export async function bootInstance(input: BootInput): Promise<BootResult> {
       const ref = await controlSteps.createPassphrase(owner);
       step = 'ensureVtpmSecret';
       undo.add('removeVtpmSecret', () => host.removeVtpmSecret({ secretUuid: vtpm.secretUuid }));
-      await host.ensureVtpmSecret({
-        instanceUuid: input.instanceUuid,
-        secretUuid: vtpm.secretUuid,
-        secretRef: ref,
-        ephemeral: secretIsEphemeral(input.secretSecurity),
-      });
       secret = { ref, libvirtSecretUuid: vtpm.secretUuid };
+      await ensureSecretOn(input.host, input.instanceUuid, secret, input.secretSecurity);
     }
     step = 'defineDomain';
     undo.add('purgeTpmState', () => host.purgeTpmState({ instanceUuid: input.instanceUuid }));

@@ -8,10 +8,10 @@
 import { CancellationScope } from '@temporalio/workflow';
 import type { GuestDefinition, InstanceSecret, StoredState } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
-import { secretIsEphemeral } from '../../domain/vtpm-vocabulary';
 import { controlSteps, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
+import { ensureSecretOn } from './secret-step';
 
 export interface MigrateInput {
   instanceUuid: string;
@@ -59,14 +59,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
   try {
     if (input.wasRunning) {
       undo.add('restartOnSource', async () => {
-        if (input.secret !== null) {
-          await source.ensureVtpmSecret({
-            instanceUuid: input.instanceUuid,
-            secretUuid: input.secret.libvirtSecretUuid,
-            secretRef: input.secret.ref,
-            ephemeral: secretIsEphemeral(input.secretSecurity ?? 'user'),
-          });
-        }
+        if (input.secret !== null) await ensureSecretOn(input.source, input.instanceUuid, input.secret, input.secretSecurity);
         await source.startDomain({ instanceUuid: input.instanceUuid });
       });
     }
@@ -96,12 +89,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
       }
       step = 'ensureVtpmSecret';
       if (!sameHost) undo.add('removeTargetSecrets', () => target.removeInstanceSecrets({ instanceUuid: input.instanceUuid }));
-      await target.ensureVtpmSecret({
-        instanceUuid: input.instanceUuid,
-        secretUuid: secret.libvirtSecretUuid,
-        secretRef: secret.ref,
-        ephemeral: secretIsEphemeral(input.secretSecurity),
-      });
+      await ensureSecretOn(input.target, input.instanceUuid, secret, input.secretSecurity);
     }
 
     if (!sameHost) {
@@ -213,12 +201,7 @@ export async function revertMigration(input: RevertInput): Promise<void> {
     if (input.wasRunning) {
       if (input.secret !== null) {
         step = 'ensureVtpmSecret';
-        await source.ensureVtpmSecret({
-          instanceUuid: input.instanceUuid,
-          secretUuid: input.secret.libvirtSecretUuid,
-          secretRef: input.secret.ref,
-          ephemeral: secretIsEphemeral(input.secretSecurity ?? 'user'),
-        });
+        await ensureSecretOn(input.source, input.instanceUuid, input.secret, input.secretSecurity);
         step = 'checkTpmStateHealth';
         await hostLongSteps(input.source).checkTpmStateHealth({ instanceUuid: input.instanceUuid, expected: input.expected, secretRef: input.secret.ref });
       }

@@ -5,6 +5,7 @@
  */
 import { controlSteps, hostLongSteps, hostSteps } from '../activity-options';
 import { operationFailure } from '../failures';
+import { ensureSecretOn } from './secret-step';
 import type { RebootInput, StartInput, StartResult, StopInput, StopResult } from './types';
 
 /** Off-host backups kept per instance, for evacuate when the host is lost. */
@@ -47,12 +48,7 @@ export async function startInstance(input: StartInput): Promise<StartResult> {
     let result: StartResult = { health: 'no vTPM' };
     if (input.secret !== null) {
       // An ephemeral libvirt secret is gone after a libvirtd restart: define it again every time.
-      await host.ensureVtpmSecret({
-        instanceUuid: input.instanceUuid,
-        secretUuid: input.secret.libvirtSecretUuid,
-        secretRef: input.secret.ref,
-        ephemeral: input.ephemeralSecret,
-      });
+      await ensureSecretOn(input.host, input.instanceUuid, input.secret, input.secretSecurity);
       step = 'checkTpmStateHealth';
       const health = await hostLongSteps(input.host).checkTpmStateHealth({
         instanceUuid: input.instanceUuid,

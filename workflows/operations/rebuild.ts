@@ -6,10 +6,10 @@
 import { CancellationScope } from '@temporalio/workflow';
 import type { GuestDefinition, InstanceSecret } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
-import { secretIsEphemeral } from '../../domain/vtpm-vocabulary';
 import { hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
+import { ensureSecretOn } from './secret-step';
 
 export interface RebuildInput {
   instanceUuid: string;
@@ -61,12 +61,7 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
     if (input.wasRunning) {
       if (input.secret !== null) {
         step = 'ensureVtpmSecret';
-        await host.ensureVtpmSecret({
-          instanceUuid: input.instanceUuid,
-          secretUuid: input.secret.libvirtSecretUuid,
-          secretRef: input.secret.ref,
-          ephemeral: secretIsEphemeral(input.secretSecurity ?? 'user'),
-        });
+        await ensureSecretOn(input.host, input.instanceUuid, input.secret, input.secretSecurity);
       }
       step = 'startDomain';
       await host.startDomain({ instanceUuid: input.instanceUuid });

@@ -6,10 +6,10 @@
 import { CancellationScope } from '@temporalio/workflow';
 import type { GuestDefinition, InstanceSecret, StoredState } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
-import { secretIsEphemeral } from '../../domain/vtpm-vocabulary';
 import { controlSteps, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
+import { ensureSecretOn } from './secret-step';
 
 export interface ShelveInput {
   instanceUuid: string;
@@ -37,14 +37,7 @@ export async function shelveInstance(input: ShelveInput): Promise<ShelveResult> 
   try {
     if (input.wasRunning) {
       undo.add('restartOnHost', async () => {
-        if (input.secret !== null) {
-          await host.ensureVtpmSecret({
-            instanceUuid: input.instanceUuid,
-            secretUuid: input.secret.libvirtSecretUuid,
-            secretRef: input.secret.ref,
-            ephemeral: secretIsEphemeral(input.secretSecurity ?? 'user'),
-          });
-        }
+        if (input.secret !== null) await ensureSecretOn(input.host, input.instanceUuid, input.secret, input.secretSecurity);
         await host.startDomain({ instanceUuid: input.instanceUuid });
       });
     }
@@ -113,14 +106,7 @@ export async function unshelveInstance(input: UnshelveInput): Promise<{ storedDe
       await host.purgeTpmState({ instanceUuid: input.instanceUuid });
       await host.removeInstanceSecrets({ instanceUuid: input.instanceUuid });
     });
-    if (input.secret !== null) {
-      await host.ensureVtpmSecret({
-        instanceUuid: input.instanceUuid,
-        secretUuid: input.secret.libvirtSecretUuid,
-        secretRef: input.secret.ref,
-        ephemeral: secretIsEphemeral(input.secretSecurity ?? 'user'),
-      });
-    }
+    if (input.secret !== null) await ensureSecretOn(input.host, input.instanceUuid, input.secret, input.secretSecurity);
     if (input.stored !== null) {
       step = 'importTpmState';
       await hostLongSteps(input.host).importTpmState({

@@ -35,7 +35,7 @@ export interface StopResult {
 
 export interface StartInput extends InstanceTarget {
   secret: InstanceSecret | null;
-  ephemeralSecret: boolean;
+  secretSecurity: SecretSecurity | null;
   expected: { generation: number; sha256: string } | null;
 }
 
