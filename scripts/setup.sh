@@ -21,6 +21,7 @@ debian_packages=(
   swtpm swtpm-tools tpm2-tools
   barbican-api glance-api python3-barbicanclient
   uwsgi-core uwsgi-plugin-python3
+  chromium fonts-dejavu-core
   busybox-static cpio zstd xz-utils
 )
 
