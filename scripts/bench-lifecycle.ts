@@ -9,11 +9,12 @@
 import { randomUUID } from 'node:crypto';
 import { temporal } from '@temporalio/proto';
 import { loadConfig } from '../config';
+import type { OperationName } from '../domain/instance';
 import {
   bootUpdate,
   confirmMigrationUpdate,
   deleteUpdate,
-  instanceWorkflowId,
+  operationWorkflowId,
   migrateUpdate,
   shelveUpdate,
   unshelveUpdate,
@@ -48,11 +49,11 @@ function activityTime(history: History): number {
   return total;
 }
 
-async function measure(engine: Engine, instanceUuid: string, operation: string, requestId: string, run: () => Promise<unknown>): Promise<Sample> {
+async function measure(engine: Engine, instanceUuid: string, operation: OperationName, requestId: string, run: () => Promise<unknown>): Promise<Sample> {
   const started = Date.now();
   await run();
   const wallMs = Date.now() - started;
-  const childId = `${instanceWorkflowId(instanceUuid)}-${operation}-${requestId}`;
+  const childId = operationWorkflowId(instanceUuid, operation, requestId);
   const history = await engine.env.client.workflow.getHandle(childId).fetchHistory();
   return { operation, wallMs, activityMs: activityTime(history), events: history.events?.length ?? 0 };
 }
@@ -74,7 +75,7 @@ async function main(): Promise<void> {
     for (let cycle = 1; cycle <= cycles; cycle++) {
       const init = newInstance(engine, 'bench');
       const handle = await startInstanceEntity(engine, init);
-      const step = async (operation: string, run: (requestId: string) => Promise<unknown>) => {
+      const step = async (operation: OperationName, run: (requestId: string) => Promise<unknown>) => {
         const requestId = randomUUID();
         samples.push(await measure(engine, init.instanceUuid, operation, requestId, () => run(requestId)));
       };

@@ -109,6 +109,11 @@ export function instanceWorkflowId(instanceUuid: string): string {
   return `vtpm-instance-${instanceUuid}`;
 }
 
+/** Each operation's child workflow: its own readable history, found by instance and request id. */
+export function operationWorkflowId(instanceUuid: string, operation: OperationName, requestId: string): string {
+  return `${instanceWorkflowId(instanceUuid)}-${operation}-${requestId}`;
+}
+
 const DEFAULT_SHUTDOWN_DEADLINE_SECONDS = 60;
 const HISTORY_LIMIT = 4000;
 const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/;
@@ -214,7 +219,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
     return scope
       .run(() =>
         executeChild(workflow, {
-          workflowId: `${instanceWorkflowId(record.instanceUuid)}-${operation}-${requestId}`,
+          workflowId: operationWorkflowId(record.instanceUuid, operation, requestId),
           taskQueue: controlTaskQueue,
           args: [input],
           memo: { request: memo },

@@ -6,7 +6,7 @@ import { LibvirtHost } from '../../activities/host/libvirt-host';
 import {
   abortOperationUpdate,
   bootUpdate,
-  instanceWorkflowId,
+  operationWorkflowId,
   confirmMigrationUpdate,
   deleteUpdate,
   evacuateUpdate,
@@ -232,7 +232,7 @@ describe('moving and storing the vTPM state on the real stack', () => {
     engine.faults.faults = [{ activity: 'importTpmState', when: 'before', action: 'stall', repeat: true, taskQueue: 'vtpm-host-host-b' }];
     const request = { ...id(), target: 'host-b' };
     const migrate = handle.executeUpdate(migrateUpdate, { args: [request] });
-    const child = engine.env.client.workflow.getHandle(`${instanceWorkflowId(init.instanceUuid)}-migrate-${request.requestId}`);
+    const child = engine.env.client.workflow.getHandle(operationWorkflowId(init.instanceUuid, 'migrate', request.requestId));
     for (let waited = 0; ; waited += 500) {
       const pending = await child.describe().then((d) => d.raw.pendingActivities ?? [], () => []);
       if (pending.some((a) => a.activityType?.name === 'importTpmState')) break;

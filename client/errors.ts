@@ -1,0 +1,108 @@
+/**
+ * The client's typed errors. Each says what happened in the operator's words and carries `next`:
+ * what to do about it. `kind` is what a caller branches on (the CLI maps it to an exit code).
+ */
+
+export type ClientErrorKind = 'refused' | 'failed' | 'not-found' | 'unreachable' | 'invalid-settings';
+
+export abstract class VtpmClientError extends Error {
+  abstract readonly kind: ClientErrorKind;
+  /** The failure type: the engine's (e.g. HostLacksTraits, InjectedFault) or the client's own. */
+  abstract readonly type: string;
+  /** One line: what to do next. */
+  abstract readonly next: string;
+}
+
+/**
+ * The engine would not run the request, and nothing was done: a validator rejected it (invalid
+ * flavor/image, wrong lifecycle state, bad input) or a pre-flight check refused it (a host without
+ * the required traits, an unreachable host). Re-sending the same request gets the same answer.
+ */
+export class OperationRefused extends VtpmClientError {
+  override readonly name = 'OperationRefused';
+  readonly kind = 'refused';
+  constructor(
+    readonly type: string,
+    message: string,
+    readonly instanceUuid: string,
+    readonly operation: string,
+    readonly next: string = `look at the instance with: vtpmctl show ${instanceUuid}`,
+  ) {
+    super(message);
+  }
+}
+
+/** The operation ran and failed; its compensation ran too (`leftBehind` lists what it could not undo). */
+export class OperationFailed extends VtpmClientError {
+  override readonly name = 'OperationFailed';
+  readonly kind = 'failed';
+  readonly next: string;
+  constructor(
+    readonly type: string,
+    message: string,
+    readonly instanceUuid: string,
+    readonly operation: string,
+    readonly requestId: string,
+    /** The operation's own workflow, whose history shows every step. */
+    readonly workflowId: string,
+    /** The step that failed, when the operation said. */
+    readonly step: string | null,
+    readonly leftBehind: string[],
+  ) {
+    super(message);
+    this.next =
+      leftBehind.length > 0
+        ? `see why with: vtpmctl history ${instanceUuid} ${requestId}; then clean up with: vtpmctl delete ${instanceUuid}`
+        : `see why with: vtpmctl history ${instanceUuid} ${requestId}; retry with: vtpmctl retry ${instanceUuid} ${requestId}`;
+  }
+}
+
+export class InstanceNotFound extends VtpmClientError {
+  override readonly name = 'InstanceNotFound';
+  readonly kind = 'not-found';
+  readonly type = 'InstanceNotFound';
+  readonly next = 'check the instance UUID; vtpmctl list shows the instances this engine knows';
+  constructor(readonly instanceUuid: string) {
+    super(`no instance ${instanceUuid} is known to this engine`);
+  }
+}
+
+export class OperationNotFound extends VtpmClientError {
+  override readonly name = 'OperationNotFound';
+  readonly kind = 'not-found';
+  readonly type = 'OperationNotFound';
+  readonly next: string;
+  constructor(
+    readonly instanceUuid: string,
+    readonly selector: string,
+  ) {
+    super(`instance ${instanceUuid} has no operation matching '${selector}'`);
+    this.next = `vtpmctl show ${instanceUuid} lists its recent operations and their request ids`;
+  }
+}
+
+/** Temporal cannot be reached, the namespace does not exist, or no control worker is polling. */
+export class EngineUnreachable extends VtpmClientError {
+  override readonly name = 'EngineUnreachable';
+  readonly kind = 'unreachable';
+  constructor(
+    readonly type: 'TemporalUnreachable' | 'NamespaceNotFound' | 'NoControlWorker' | 'WorkerNotResponding' | 'WorkflowTaskFailing',
+    message: string,
+    readonly next: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The connection settings (environment, profile, config file) cannot be used. */
+export class InvalidSettings extends VtpmClientError {
+  override readonly name = 'InvalidSettings';
+  readonly kind = 'invalid-settings';
+  readonly type = 'InvalidSettings';
+  constructor(
+    message: string,
+    readonly next: string,
+  ) {
+    super(message);
+  }
+}
