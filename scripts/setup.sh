@@ -97,6 +97,23 @@ install_temporal_cli() {
   did_something=1
 }
 
+# qemu runs guests as libvirt-qemu and the agents' swtpm probes run as tss: both must reach files
+# under the project's data folder, so every folder above it must be searchable (not readable).
+open_path_to_project() {
+  local dir="$root" opened=()
+  while [ "$dir" != "/" ]; do
+    if [ "$(( 0$(stat -c '%a' "$dir") & 1 ))" -eq 0 ]; then
+      chmod o+x "$dir"
+      opened+=("$dir")
+    fi
+    dir=$(dirname "$dir")
+  done
+  if [ ${#opened[@]} -gt 0 ]; then
+    say "made searchable for libvirt-qemu and tss (o+x): ${opened[*]}"
+    did_something=1
+  fi
+}
+
 build_test_guest() {
   # The guest the end-to-end tests boot: Debian's cloud kernel and a busybox initramfs.
   bash "$root/scripts/build-test-guest.sh" "$root/.data/guest" | sed 's/^/[setup] /'
@@ -112,6 +129,7 @@ install_debian_packages
 install_npm_packages
 install_temporal_cli
 check_host_users
+open_path_to_project
 build_test_guest
 
 elapsed=$(( $(date +%s) - started ))
