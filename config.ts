@@ -196,6 +196,34 @@ function keystoneSettings(env: Env, users: string[]): KeystoneSettings | null {
   };
 }
 
+const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/;
+
+/**
+ * A compute host of a fleet, described by its agent's environment: VTPM_HOST_NAME names it (its
+ * task queue is vtpm-host-<name>); libvirt, swtpm state and the agent's folder default to the
+ * system locations.
+ */
+function fleetHost(env: Env, name: string): LocalHost {
+  if (!hostNamePattern.test(name)) {
+    throw new ConfigError('VTPM_HOST_NAME', `'${name}' is not a host name (letters, digits, '.' and '-', at most 63)`);
+  }
+  const modes = text(env, 'VTPM_SECRET_SECURITY_MODES', 'user,host,deployment').split(',').map((m) => m.trim());
+  for (const mode of modes) {
+    if (!['user', 'host', 'deployment'].includes(mode)) {
+      throw new ConfigError('VTPM_SECRET_SECURITY_MODES', `'${mode}' is not one of user, host, deployment`);
+    }
+  }
+  return {
+    name,
+    libvirtUri: text(env, 'VTPM_LIBVIRT_URI', 'qemu:///system'),
+    swtpmStateDir: path.resolve(text(env, 'VTPM_SWTPM_STATE_DIR', '/var/lib/libvirt/swtpm')),
+    agentDir: path.resolve(text(env, 'VTPM_AGENT_DIR', '/var/lib/vtpm-agent')),
+    swtpmEnabled: oneOf(env, 'VTPM_SWTPM_ENABLED', ['true', 'false'] as const, 'true') === 'true',
+    secretSecurityModes: modes as LocalHost['secretSecurityModes'],
+    virtType: oneOf(env, 'VTPM_VIRT_TYPE', ['kvm', 'qemu'] as const, 'kvm'),
+  };
+}
+
 /** The two local libvirt hosts of the single-machine stack: the system libvirtd and a private one. */
 function localHosts(dataDir: string): LocalHost[] {
   const privateRoot = path.join(dataDir, 'host-b');
@@ -240,7 +268,8 @@ export function loadConfig(env: Env = process.env): Config {
       uiPort: port(env, 'VTPM_TEMPORAL_UI_PORT', 8233),
       cliPath: text(env, 'VTPM_TEMPORAL_CLI', path.join(projectRoot, '.tools/bin/temporal')),
     },
-    hosts: localHosts(dataDir),
+    // A fleet's host agent describes its own host; otherwise the single-machine stack's two hosts.
+    hosts: env.VTPM_HOST_NAME ? [fleetHost(env, env.VTPM_HOST_NAME)] : localHosts(dataDir),
     barbican: { url: url(env, 'VTPM_BARBICAN_URL', 'http://127.0.0.1:9311'), auth: barbicanAuth },
     glance: { url: url(env, 'VTPM_GLANCE_URL', 'http://127.0.0.1:9292'), auth: glanceAuth },
     keyManager: {

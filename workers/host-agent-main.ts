@@ -11,7 +11,7 @@ import { reportHost } from './report-host';
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const name = process.argv[2];
+  const name = process.argv[2] ?? (config.hosts.length === 1 ? config.hosts[0]!.name : undefined);
   const host = config.hosts.find((h) => h.name === name);
   if (host === undefined) {
     throw new Error(`usage: host-agent-main <host>; known hosts: ${config.hosts.map((h) => h.name).join(', ')}`);
