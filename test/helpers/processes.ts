@@ -15,6 +15,8 @@ export function spawnEngineProcess(script: string, args: string[], env: Record<s
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: tsx runs the worker as a child, and both must go when killed.
+    detached: true,
   });
   let text = '';
   child.stdout!.on('data', (c: Buffer) => (text += c.toString()));
@@ -33,5 +35,11 @@ export async function waitForOutput(proc: EngineProcess, pattern: RegExp, timeou
 }
 
 export function killAll(procs: EngineProcess[]): void {
-  for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  for (const p of procs) {
+    try {
+      process.kill(-p.child.pid!, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
 }
