@@ -8,7 +8,8 @@ let runtimeInstalled = false;
 
 export async function createTestEnvironment(config: Config = loadConfig()): Promise<TestWorkflowEnvironment> {
   if (!runtimeInstalled) {
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    // Failure-injection tests make activities fail on purpose; their warnings would drown the output.
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
   }
   return TestWorkflowEnvironment.createLocal({
