@@ -10,6 +10,7 @@
  * `name`, `retryable` and `details`.
  */
 import type { ErrorDetails } from '../domain/errors';
+import { storeFailure } from './atomic-files';
 
 export type ServiceErrorName =
   | 'ServiceUnavailable'
@@ -139,4 +140,27 @@ export class StoreCorrupt extends ServiceError {
   constructor(service: ServiceName, message: string, details: ErrorDetails = {}) {
     super('StoreCorrupt', service, message, details);
   }
+}
+
+/**
+ * Wraps the operations of an embedded store: typed errors pass through, file-system failures
+ * become ServiceMisconfigured (naming the setting that points at `dir`) or ServiceUnavailable.
+ */
+export function embeddedStoreGuard(service: ServiceName, setting: string, dir: string) {
+  return <A extends unknown[], R>(what: string, body: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await body(...args);
+      } catch (err) {
+        if (err instanceof ServiceError) throw err;
+        throw storeFailure(
+          err,
+          {
+            misconfigured: (m) => new ServiceMisconfigured(service, setting, `${m} in ${dir}`),
+            unavailable: (m) => new ServiceUnavailable(service, `${m} in ${dir}`),
+          },
+          what,
+        );
+      }
+    };
 }

@@ -30,25 +30,9 @@ export interface ConnectionSettings {
   uiUrl: string;
 }
 
-/** An API key that prints as `[redacted]` wherever it ends up. */
-export class ApiKey {
-  readonly #value: string;
-  constructor(value: string) {
-    this.#value = value;
-  }
-  reveal(): string {
-    return this.#value;
-  }
-  toString(): string {
-    return '[redacted]';
-  }
-  toJSON(): string {
-    return '[redacted]';
-  }
-  [Symbol.for('nodejs.util.inspect.custom')](): string {
-    return '[redacted]';
-  }
-}
+/** An API key prints as `[redacted]` wherever it ends up (config.ts's Redacted). */
+export { Redacted as ApiKey } from '../config';
+import { Redacted as ApiKey } from '../config';
 
 export const DEFAULT_ADDRESS = '127.0.0.1:7233';
 export const DEFAULT_NAMESPACE = 'default';

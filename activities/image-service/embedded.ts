@@ -19,8 +19,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ImageServiceSettings } from '../../config';
-import { publish, storeFailure, sweepTemps, writeFileAtomic, writeStreamToTemp, writeTemp } from '../atomic-files';
-import { DigestMismatch, ImageNotFound, ServiceError, ServiceMisconfigured, ServiceUnavailable, StoreCorrupt } from '../service-errors';
+import { publish, sweepTemps, writeFileAtomic, writeStreamToTemp, writeTemp } from '../atomic-files';
+import { DigestMismatch, ImageNotFound, StoreCorrupt, embeddedStoreGuard } from '../service-errors';
 import type { ImageRef, ImageService, StateImage, StateImageMeta } from './image-service';
 import { byGeneration, checkFilter, checkImageRef, checkMeta } from './state-image-checks';
 import { byteChunks, discard, verifiedChunks, type Digest } from './stream-digest';
@@ -115,22 +115,7 @@ export function embeddedImageService(settings: Pick<ImageServiceSettings, 'embed
     return { record, bytes };
   }
 
-  const guarded = <A extends unknown[], R>(what: string, body: (...args: A) => Promise<R>) =>
-    async (...args: A): Promise<R> => {
-      try {
-        return await body(...args);
-      } catch (err) {
-        if (err instanceof ServiceError) throw err;
-        throw storeFailure(
-          err,
-          {
-            misconfigured: (m) => new ServiceMisconfigured(SERVICE, DIR_SETTING, `${m} in ${dir}`),
-            unavailable: (m) => new ServiceUnavailable(SERVICE, `${m} in ${dir}`),
-          },
-          what,
-        );
-      }
-    };
+  const guarded = embeddedStoreGuard(SERVICE, DIR_SETTING, dir);
 
   return {
     kind: 'embedded',

@@ -15,14 +15,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { KeyManagerSettings } from '../../config';
-import { createFileExclusive, storeFailure, sweepTemps, syncDir, writeTemp } from '../atomic-files';
+import { createFileExclusive, sweepTemps, syncDir, writeTemp } from '../atomic-files';
 import {
   SecretForbidden,
   SecretNotFound,
-  ServiceError,
   ServiceMisconfigured,
-  ServiceUnavailable,
   StoreCorrupt,
+  embeddedStoreGuard,
 } from '../service-errors';
 import { checkProject, checkUuid } from '../service-guards';
 import type { InstanceOwner, KeyManager, SecretRef } from './key-manager';
@@ -90,22 +89,7 @@ export function embeddedKeyManager(settings: Pick<KeyManagerSettings, 'embeddedD
     return header;
   }
 
-  const guarded = <A extends unknown[], R>(what: string, body: (...args: A) => Promise<R>) =>
-    async (...args: A): Promise<R> => {
-      try {
-        return await body(...args);
-      } catch (err) {
-        if (err instanceof ServiceError) throw err;
-        throw storeFailure(
-          err,
-          {
-            misconfigured: (m) => new ServiceMisconfigured(SERVICE, DIR_SETTING, `${m} in ${dir}`),
-            unavailable: (m) => new ServiceUnavailable(SERVICE, `${m} in ${dir}`),
-          },
-          what,
-        );
-      }
-    };
+  const guarded = embeddedStoreGuard(SERVICE, DIR_SETTING, dir);
 
   return {
     kind: 'embedded',
