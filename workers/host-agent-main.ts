@@ -6,8 +6,8 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
-import { createHostAgent, hostActivitiesFor } from './host-agent';
-import { reportHost } from './report-host';
+import { createHostAgent } from './host-agent';
+import { announceHost } from './report-host';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -21,11 +21,7 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const clientConnection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
-  const description = await hostActivitiesFor(config, host).describeHost();
-  await reportHost(client, host.name, description);
-  const traits = description.capabilities.traits;
-  console.log(`[agent ${host.name}] traits: ${traits.length > 0 ? traits.join(' ') : 'none'}`);
-  for (const missing of description.capabilities.missing) console.log(`[agent ${host.name}] missing: ${missing.reason}`);
+  await announceHost(client, config, host, (line) => console.log(`[agent] ${line}`));
 
   const worker = await createHostAgent(connection, config, host);
   const stop = () => worker.shutdown();

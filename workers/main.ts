@@ -9,8 +9,8 @@ import { checkServices } from './check-services';
 import { stackDown, stackStatus, stackUp } from '../scripts/stack/index';
 import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
 import { createControlWorker } from './control-worker';
-import { createHostAgent, hostActivitiesFor } from './host-agent';
-import { reportHost } from './report-host';
+import { createHostAgent } from './host-agent';
+import { announceHost } from './report-host';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -29,10 +29,7 @@ async function main(): Promise<void> {
   const workers: Array<[string, Worker]> = [[controlTaskQueue, await createControlWorker(connection, config)]];
   for (const host of config.hosts) {
     workers.push([hostTaskQueue(host.name), await createHostAgent(connection, config, host)]);
-    const description = await hostActivitiesFor(config, host).describeHost();
-    await reportHost(client, host.name, description);
-    const { traits, missing } = description.capabilities;
-    log(`${host.name}: ${traits.length > 0 ? traits.join(' ') : 'no vTPM traits'}${missing.map((m) => `; ${m.reason}`).join('')}`);
+    await announceHost(client, config, host, log);
   }
 
   let stopping = false;

@@ -1,15 +1,11 @@
 /** What a compute host runs: the facts its capabilities and traits are computed from. */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { HostFacts as ObservedFacts } from '../../domain/host-capabilities';
 import { virsh } from './virsh';
 
-export interface HostFacts {
-  host: string;
-  libvirtVersion: string;
-  qemuVersion: string;
-  swtpmBinaries: { swtpm: boolean; swtpm_setup: boolean; swtpm_ioctl: boolean };
-  domainCapabilitiesXml: string;
-}
+/** The domain's HostFacts as observed on the host; the agent adds its own settings to them. */
+export type HostFacts = Omit<ObservedFacts, 'host' | 'swtpmEnabled' | 'secretSecurityModes'> & { host: string };
 
 function executableOnPath(name: string, searchPath: string): boolean {
   return searchPath.split(path.delimiter).some((dir) => {

@@ -4,6 +4,7 @@
  */
 import { Context } from '@temporalio/activity';
 import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { LocalHost } from '../../config';
@@ -56,9 +57,6 @@ function heartbeat(details?: unknown): void {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /**
  * The agent's folder is searchable (not readable) by others because swtpm probes run as tss in

@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StateFile } from '../../domain/state-archive';
@@ -23,9 +24,6 @@ export interface ProbeResult {
   reason?: string;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 function run(command: string, args: string[], timeoutMs: number): Promise<number> {
   return new Promise((resolve) => {

@@ -1,5 +1,6 @@
 /** Command-line parsing on node:util parseArgs, with usage errors that say what was expected. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { isUuid } from '../../domain/input-guards';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -103,9 +104,7 @@ export function positionalCount(command: string, positionals: string[], names: s
   return positionals;
 }
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 export function instanceUuid(raw: string): string {
-  if (!uuidPattern.test(raw)) throw new UsageError(`'${raw}' is not an instance UUID`, 'instances are named by their UUID, e.g. 5f0c1e2a-...; vtpmctl list shows them');
+  if (!isUuid(raw)) throw new UsageError(`'${raw}' is not an instance UUID`, 'instances are named by their UUID, e.g. 5f0c1e2a-...; vtpmctl list shows them');
   return raw.toLowerCase();
 }

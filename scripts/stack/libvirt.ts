@@ -7,9 +7,10 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { LocalHost } from '../../config';
-import { pidAlive, readPidFile, sleep, spawnDetached } from './processes';
+import { pidAlive, readPidFile, spawnDetached } from './processes';
 import type { Service } from './service';
 
 const execFileAsync = promisify(execFile);
@@ -48,26 +49,34 @@ function requireRoot(): void {
   if (process.getuid?.() !== 0) throw new Error('libvirtd and its swtpm need root: run the stack as root');
 }
 
-export function systemLibvirtService(host: LocalHost, logDir: string): Service {
+/** What both kinds of local host share; `start` gets the daemon's log file and returns its pids. */
+function libvirtService(host: LocalHost, logDir: string, start: (logFile: string) => Promise<number[]>): Service {
+  const logFile = path.join(logDir, `libvirtd-${host.name}.log`);
   return {
     name: `libvirt ${host.name}`,
     address: host.libvirtUri,
     ports: [],
-    logFile: path.join(logDir, `libvirtd-${host.name}.log`),
+    logFile,
     startTimeoutMs: 30_000,
     health: () => libvirtHealth(host.libvirtUri),
-    async start() {
+    start: () => {
       requireRoot();
-      const pids: number[] = [];
-      const virtlogd = readPidFile('/run/virtlogd.pid');
-      if (virtlogd === undefined || !pidAlive(virtlogd)) {
-        pids.push(spawnDetached('virtlogd', [], path.join(logDir, `virtlogd-${host.name}.log`)));
-      }
-      pids.unshift(spawnDetached('libvirtd', [], this.logFile));
-      return pids;
+      return start(logFile);
     },
     beforeStop: () => destroyRunningDomains(host.libvirtUri),
   };
+}
+
+export function systemLibvirtService(host: LocalHost, logDir: string): Service {
+  return libvirtService(host, logDir, async (logFile) => {
+    const pids: number[] = [];
+    const virtlogd = readPidFile('/run/virtlogd.pid');
+    if (virtlogd === undefined || !pidAlive(virtlogd)) {
+      pids.push(spawnDetached('virtlogd', [], path.join(logDir, `virtlogd-${host.name}.log`)));
+    }
+    pids.unshift(spawnDetached('libvirtd', [], logFile));
+    return pids;
+  });
 }
 
 /** The folders bind-mounted over the system ones inside host B's namespace. */
@@ -109,29 +118,19 @@ function preparePrivateRoot(root: string): void {
 export function privateLibvirtService(host: LocalHost, logDir: string): Service {
   const root = host.privateRoot;
   if (root === undefined) throw new Error(`host ${host.name} has no private root`);
-  return {
-    name: `libvirt ${host.name}`,
-    address: host.libvirtUri,
-    ports: [],
-    logFile: path.join(logDir, `libvirtd-${host.name}.log`),
-    startTimeoutMs: 30_000,
-    health: () => libvirtHealth(host.libvirtUri),
-    async start() {
-      requireRoot();
-      preparePrivateRoot(root);
-      // Paths go to the shell as positional parameters, never pasted into the script.
-      const mounts = privateMounts(root);
-      const script = [
-        'set -e',
-        ...mounts.map((_, i) => `mount --bind "\${${2 * i + 1}}" "\${${2 * i + 2}}"`),
-        'virtlogd -d',
-        'exec libvirtd',
-      ].join('\n');
-      const args = ['-m', '--propagation', 'private', '--', '/bin/sh', '-c', script, 'host-b-libvirt', ...mounts.flat()];
-      const libvirtd = spawnDetached('unshare', args, this.logFile);
-      const virtlogd = await waitForPidFile(path.join(root, 'run/virtlogd.pid'));
-      return [libvirtd, virtlogd];
-    },
-    beforeStop: () => destroyRunningDomains(host.libvirtUri),
-  };
+  return libvirtService(host, logDir, async (logFile) => {
+    preparePrivateRoot(root);
+    // Paths go to the shell as positional parameters, never pasted into the script.
+    const mounts = privateMounts(root);
+    const script = [
+      'set -e',
+      ...mounts.map((_, i) => `mount --bind "\${${2 * i + 1}}" "\${${2 * i + 2}}"`),
+      'virtlogd -d',
+      'exec libvirtd',
+    ].join('\n');
+    const args = ['-m', '--propagation', 'private', '--', '/bin/sh', '-c', script, 'host-b-libvirt', ...mounts.flat()];
+    const libvirtd = spawnDetached('unshare', args, logFile);
+    const virtlogd = await waitForPidFile(path.join(root, 'run/virtlogd.pid'));
+    return [libvirtd, virtlogd];
+  });
 }

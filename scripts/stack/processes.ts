@@ -2,6 +2,7 @@
 import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -57,9 +58,6 @@ export function readPidFile(file: string): number | undefined {
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 export async function waitFor(what: string, check: () => Promise<string | null>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

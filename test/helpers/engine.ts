@@ -19,7 +19,7 @@ import type { FaultPlan } from '../../workers/faults';
 import { createHostAgent } from '../../workers/host-agent';
 import { instance, instanceQuery, instanceWorkflowId, type BootRequest } from '../../workflows/instance';
 import { controlTaskQueue } from '../../workflows/task-queues';
-import { guestDir } from './guest';
+import { guestDir, waitForGuest } from './guest';
 import { createTestEnvironment } from './temporal';
 
 export interface Engine {
@@ -104,4 +104,10 @@ export async function leftovers(engine: Engine, owner: { instanceUuid: string; p
     if (fs.existsSync(path.join(host.swtpmStateDir, owner.instanceUuid))) found.push(`a state folder on ${host.name}`);
   }
   return found;
+}
+
+/** Waits for the test guest's boot on `host` to finish; returns what it printed. */
+export async function guestRun(engine: Engine, host: string, instanceUuid: string): Promise<string[]> {
+  const libvirtUri = engine.config.hosts.find((h) => h.name === host)!.libvirtUri;
+  return waitForGuest(libvirtUri, instanceUuid, instanceSerialLog(engine, host, instanceUuid));
 }

@@ -1,15 +1,11 @@
 /** Test helpers for the real libvirt hosts: unique names, and clean-up that never throws. */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { LocalHost } from '../../config';
 import { virsh } from '../../activities/host/virsh';
 
-export function tssIds(): { uid: number; gid: number } {
-  const [, , uid, gid] = execFileSync('getent', ['passwd', 'tss'], { encoding: 'utf8' }).trim().split(':');
-  return { uid: Number(uid), gid: Number(gid) };
-}
+export { tssIds } from '../../activities/host/tpm-state-files';
 
 export function testName(prefix: string): { name: string; uuid: string } {
   const uuid = randomUUID();

@@ -7,7 +7,7 @@ import { bootUpdate, deleteUpdate, instance, instanceQuery, instanceWorkflowId, 
 import { controlTaskQueue } from '../../workflows/task-queues';
 import {
   guestBootRequest,
-  instanceSerialLog,
+  guestRun as guestRunOn,
   leftovers,
   newInstance,
   recordOf,
@@ -15,7 +15,7 @@ import {
   startInstanceEntity,
   type Engine,
 } from '../helpers/engine';
-import { ensureTestGuest, markerValue, waitForGuest } from '../helpers/guest';
+import { ensureTestGuest, markerValue } from '../helpers/guest';
 import { historiesContaining, recordHistories } from '../helpers/histories';
 
 const config = loadConfig({ ...process.env, VTPM_KEY_MANAGER: 'barbican', VTPM_IMAGE_SERVICE: 'glance' });
@@ -33,11 +33,7 @@ afterAll(async () => {
   await engine?.stop();
 });
 
-/** Waits for the guest's boot to finish and returns what it printed. */
-async function guestRun(host: string, instanceUuid: string): Promise<string[]> {
-  const libvirtUri = config.hosts.find((h) => h.name === host)!.libvirtUri;
-  return waitForGuest(libvirtUri, instanceUuid, instanceSerialLog(engine, host, instanceUuid));
-}
+const guestRun = (host: string, instanceUuid: string) => guestRunOn(engine, host, instanceUuid);
 
 describe('boot, power operations and delete on the real stack (Barbican key manager)', () => {
   it('keeps the guest\'s NV value through stop, start and hard reboot, and delete leaves nothing', async () => {

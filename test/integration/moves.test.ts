@@ -21,7 +21,7 @@ import {
 } from '../../workflows/instance';
 import {
   guestBootRequest,
-  instanceSerialLog,
+  guestRun as guestRunOn,
   leftovers,
   newInstance,
   recordOf,
@@ -29,7 +29,7 @@ import {
   startInstanceEntity,
   type Engine,
 } from '../helpers/engine';
-import { ensureTestGuest, markerValue, waitForGuest } from '../helpers/guest';
+import { ensureTestGuest, markerValue } from '../helpers/guest';
 import { contains, historiesContaining, recordHistories } from '../helpers/histories';
 import { removeDomainAndSecret } from '../helpers/libvirt';
 import { createKeyManager } from '../../activities/key-manager/key-manager';
@@ -48,11 +48,7 @@ afterAll(async () => {
   await engine?.stop();
 });
 
-/** What the guest printed on its latest boot on `host`. */
-async function guestRun(host: string, instanceUuid: string): Promise<string[]> {
-  const libvirtUri = config.hosts.find((h) => h.name === host)!.libvirtUri;
-  return waitForGuest(libvirtUri, instanceUuid, instanceSerialLog(engine, host, instanceUuid));
-}
+const guestRun = (host: string, instanceUuid: string) => guestRunOn(engine, host, instanceUuid);
 
 async function expectValue(host: string, instanceUuid: string, value: string): Promise<void> {
   const markers = await guestRun(host, instanceUuid);
