@@ -110,7 +110,10 @@ export interface Config {
   searchPath: string;
   /** State generations each host agent keeps per instance, taken at every stop. */
   stateGenerationsKept: number;
-  /** Tests only: a failure-injection plan (workers/faults.ts) the workers load at start. */
+  /**
+   * Tests and development only: a failure-injection plan (workers/faults.ts) the workers load at
+   * start. Set only when VTPM_ALLOW_FAULT_INJECTION=1 allows it.
+   */
   faultFile: string | null;
 }
 
@@ -245,6 +248,24 @@ function localHosts(dataDir: string): LocalHost[] {
   ];
 }
 
+/**
+ * A fault plan makes activities fail or kill their worker on purpose: a stray VTPM_FAULT_FILE in a
+ * production environment must stop start-up, not quietly break operations.
+ */
+function faultFile(env: Env): string | null {
+  const file = text(env, 'VTPM_FAULT_FILE', '');
+  const allowed = oneOf(env, 'VTPM_ALLOW_FAULT_INJECTION', ['0', '1'] as const, '0') === '1';
+  if (file === '') return null;
+  if (!allowed) {
+    throw new ConfigError(
+      'VTPM_FAULT_FILE',
+      `'${file}' is a failure-injection plan for tests and development, refused unless VTPM_ALLOW_FAULT_INJECTION=1; ` +
+        'unset VTPM_FAULT_FILE, or set VTPM_ALLOW_FAULT_INJECTION=1 where failures are wanted',
+    );
+  }
+  return file;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const dataDir = path.resolve(projectRoot, text(env, 'VTPM_DATA_DIR', '.data'));
   const logLevel = text(env, 'VTPM_LOG_LEVEL', 'info');
@@ -286,6 +307,6 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: logLevel as Config['logLevel'],
     searchPath: text(env, 'PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'),
     stateGenerationsKept: count(env, 'VTPM_STATE_GENERATIONS', 3, 1, 100),
-    faultFile: text(env, 'VTPM_FAULT_FILE', '') || null,
+    faultFile: faultFile(env),
   };
 }

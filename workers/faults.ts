@@ -1,7 +1,8 @@
 /**
  * Failure injection for tests: makes a chosen activity fail, or its worker die, before or after
  * it runs, in the real workers. It is an activity interceptor that exists only when a fault plan
- * is given (VTPM_FAULT_FILE, or in code by a test), so production runs the same code without it.
+ * is given (in code by a test, or VTPM_FAULT_FILE, which config.ts accepts only with
+ * VTPM_ALLOW_FAULT_INJECTION=1), so production runs the same code without it.
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
@@ -91,7 +92,10 @@ export interface WorkerExtras {
   faults?: FaultPlan;
 }
 
-/** The plan a worker runs with: one handed in by a test, else the file the config names, else none. */
+/**
+ * The plan a worker runs with: one handed in by a test, else the file the config names (only
+ * there when fault injection is allowed), else none.
+ */
 export function faultPlanOf(config: Config, extras: WorkerExtras): FaultPlan | undefined {
   return extras.faults ?? (config.faultFile ? readFaultPlan(config.faultFile) : undefined);
 }

@@ -25,3 +25,25 @@ describe('a fleet host agent configured from its environment', () => {
     expect(() => loadConfig(env)).toThrow(variable);
   });
 });
+
+describe('a failure-injection plan from VTPM_FAULT_FILE', () => {
+  it('is refused at start-up without VTPM_ALLOW_FAULT_INJECTION=1, naming both variables', () => {
+    const load = () => loadConfig({ VTPM_FAULT_FILE: 'docs/walkthrough-faults.json' });
+
+    expect(load).toThrow(/^VTPM_FAULT_FILE: /);
+    expect(load).toThrow(/VTPM_ALLOW_FAULT_INJECTION=1/);
+  });
+
+  it.each(['0', 'true', 'yes'])('is refused when VTPM_ALLOW_FAULT_INJECTION is %j', (allow) => {
+    expect(() => loadConfig({ VTPM_FAULT_FILE: 'plan.json', VTPM_ALLOW_FAULT_INJECTION: allow })).toThrow(/VTPM_(FAULT_FILE|ALLOW_FAULT_INJECTION): /);
+  });
+
+  it('is loaded when VTPM_ALLOW_FAULT_INJECTION=1 allows it', () => {
+    expect(loadConfig({ VTPM_FAULT_FILE: 'plan.json', VTPM_ALLOW_FAULT_INJECTION: '1' }).faultFile).toBe('plan.json');
+  });
+
+  it('is absent by default, and the allow setting alone injects nothing', () => {
+    expect(loadConfig({}).faultFile).toBeNull();
+    expect(loadConfig({ VTPM_ALLOW_FAULT_INJECTION: '1' }).faultFile).toBeNull();
+  });
+});
