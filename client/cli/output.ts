@@ -17,6 +17,25 @@ export interface ErrorReport {
   [more: string]: unknown;
 }
 
+/**
+ * A process stream whose reader may go away (`vtpmctl list | head -1`): once writing to it fails
+ * with EPIPE, further text for it is dropped and the command runs on to its own exit code, so a
+ * closed pipe never crashes vtpmctl or turns a good outcome into a failure.
+ */
+export function writerToPipe(stream: NodeJS.WriteStream): Io['stdout'] {
+  let readerGone = false;
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    readerGone = true;
+  });
+  return {
+    write: (text: string) => readerGone || stream.write(text),
+    get isTTY() {
+      return stream.isTTY;
+    },
+  };
+}
+
 const kindWords: Record<string, string> = {
   failed: 'failed',
   refused: 'refused',

@@ -4,13 +4,17 @@
  * arguments, its environment and its output streams, handed to main as they are.
  */
 import { main } from './main';
+import { writerToPipe } from './output';
 
-main(process.argv.slice(2), process.env, { stdout: process.stdout, stderr: process.stderr }).then(
+const stdout = writerToPipe(process.stdout);
+const stderr = writerToPipe(process.stderr);
+
+main(process.argv.slice(2), process.env, { stdout, stderr }).then(
   (code) => {
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`vtpmctl: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    stderr.write(`vtpmctl: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = 70;
   },
 );
