@@ -17,7 +17,7 @@ fail() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 # Debian packages the real stack runs on. Barbican and Glance are the production services; the
 # others are the hypervisor, the TPM emulator and the tools the test guest and health checks use.
 debian_packages=(
-  libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+  libvirt-daemon-system libvirt-clients libxml2-utils qemu-system-x86 qemu-utils
   swtpm swtpm-tools tpm2-tools
   barbican-api glance-api python3-barbicanclient
   uwsgi-core uwsgi-plugin-python3
