@@ -3,6 +3,7 @@
  * typed object. Nothing else in the project reads `process.env`.
  */
 import path from 'node:path';
+import { FORBIDDEN_BOOT_FOLDERS, isWithin } from './domain/boot-paths';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -30,6 +31,8 @@ export interface LocalHost {
   secretSecurityModes: Array<'user' | 'host' | 'deployment'>;
   /** 'qemu' (TCG) where /dev/kvm cannot run guests, as on nested machines. */
   virtType: 'qemu' | 'kvm';
+  /** The only folders boot files (kernel, initrd, disk) may come from (`VTPM_IMAGE_ROOTS`). */
+  imageRoots: string[];
 }
 
 /**
@@ -224,17 +227,57 @@ function fleetHost(env: Env, name: string): LocalHost {
     swtpmEnabled: oneOf(env, 'VTPM_SWTPM_ENABLED', ['true', 'false'] as const, 'true') === 'true',
     secretSecurityModes: modes as LocalHost['secretSecurityModes'],
     virtType: oneOf(env, 'VTPM_VIRT_TYPE', ['kvm', 'qemu'] as const, 'kvm'),
+    imageRoots: imageRoots(env, ['/var/lib/vtpm/images']),
   };
 }
 
+/** `VTPM_IMAGE_ROOTS`: colon-separated absolute folders, normalised; `fallback` when unset. */
+function imageRoots(env: Env, fallback: string[]): string[] {
+  const raw = env.VTPM_IMAGE_ROOTS;
+  if (raw === undefined || raw === '') return fallback;
+  const roots = raw.split(':').map((entry) => {
+    if (!entry.startsWith('/')) throw new ConfigError('VTPM_IMAGE_ROOTS', `'${entry}' is not an absolute folder (the list is colon-separated)`);
+    const root = path.resolve(entry);
+    if (root === '/') throw new ConfigError('VTPM_IMAGE_ROOTS', "'/' would let a guest boot any file on the host");
+    const forbidden = FORBIDDEN_BOOT_FOLDERS.find((folder) => isWithin(root, folder) || isWithin(folder, root));
+    if (forbidden !== undefined) throw new ConfigError('VTPM_IMAGE_ROOTS', `'${entry}' overlaps ${forbidden}, which holds no guest images`);
+    return root;
+  });
+  return [...new Set(roots)];
+}
+
+/**
+ * A guest may boot any file under an image root, so no root may hold (or lie inside) the swtpm
+ * state or the agent's folder: a request could otherwise hand another instance's TPM state or a
+ * passphrase download to QEMU as a disk.
+ */
+function checkImageRootsApart(host: LocalHost): LocalHost {
+  const guarded = [
+    ['the swtpm state folder', host.swtpmStateDir],
+    ['the agent folder', host.agentDir],
+    ...(host.privateRoot === undefined ? [] : [['the private libvirt root', host.privateRoot]]),
+  ] as const;
+  for (const root of host.imageRoots) {
+    for (const [what, folder] of guarded) {
+      if (isWithin(folder, root) || isWithin(root, folder)) {
+        throw new ConfigError('VTPM_IMAGE_ROOTS', `image root ${root} overlaps ${what} ${folder} of host ${host.name}; keep them apart`);
+      }
+    }
+  }
+  return host;
+}
+
 /** The two local libvirt hosts of the single-machine stack: the system libvirtd and a private one. */
-function localHosts(dataDir: string): LocalHost[] {
+function localHosts(env: Env, dataDir: string): LocalHost[] {
   const privateRoot = path.join(dataDir, 'host-b');
+  // Where scripts/build-test-guest.sh puts the test guest.
+  const roots = imageRoots(env, [path.join(dataDir, 'guest')]);
   const agent = (name: string) => ({
     agentDir: path.join(dataDir, 'agents', name),
     swtpmEnabled: true,
     secretSecurityModes: ['user', 'host', 'deployment'] as LocalHost['secretSecurityModes'],
     virtType: 'qemu' as const,
+    imageRoots: roots,
   });
   return [
     { name: 'host-a', libvirtUri: 'qemu:///system', swtpmStateDir: '/var/lib/libvirt/swtpm', ...agent('host-a') },
@@ -290,7 +333,7 @@ export function loadConfig(env: Env = process.env): Config {
       cliPath: text(env, 'VTPM_TEMPORAL_CLI', path.join(projectRoot, '.tools/bin/temporal')),
     },
     // A fleet's host agent describes its own host; otherwise the single-machine stack's two hosts.
-    hosts: env.VTPM_HOST_NAME ? [fleetHost(env, env.VTPM_HOST_NAME)] : localHosts(dataDir),
+    hosts: (env.VTPM_HOST_NAME ? [fleetHost(env, env.VTPM_HOST_NAME)] : localHosts(env, dataDir)).map(checkImageRootsApart),
     barbican: { url: url(env, 'VTPM_BARBICAN_URL', 'http://127.0.0.1:9311'), auth: barbicanAuth },
     glance: { url: url(env, 'VTPM_GLANCE_URL', 'http://127.0.0.1:9292'), auth: glanceAuth },
     keyManager: {

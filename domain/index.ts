@@ -48,3 +48,4 @@ export { readDomainXml, readTpmFromDomainXml, tpmDifferences } from './domain-xm
 export type { DomainSummary, DomainTpm } from './domain-xml-reader';
 export { buildVtpmSecretXml, readVtpmSecretXml } from './secret-xml';
 export type { VtpmSecretSpec, VtpmSecretDefinition } from './secret-xml';
+export { checkBootSpecPaths, checkBootPath, InvalidBootPath, FORBIDDEN_BOOT_FOLDERS } from './boot-paths';

@@ -13,6 +13,7 @@ describe('a fleet host agent configured from its environment', () => {
         swtpmEnabled: true,
         secretSecurityModes: ['user', 'host', 'deployment'],
         virtType: 'kvm',
+        imageRoots: ['/var/lib/vtpm/images'],
       },
     ]);
   });
@@ -21,8 +22,46 @@ describe('a fleet host agent configured from its environment', () => {
     [{ VTPM_HOST_NAME: 'bad host!' }, 'VTPM_HOST_NAME'],
     [{ VTPM_HOST_NAME: 'h', VTPM_SECRET_SECURITY_MODES: 'user,nobody' }, 'VTPM_SECRET_SECURITY_MODES'],
     [{ VTPM_HOST_NAME: 'h', VTPM_VIRT_TYPE: 'xen' }, 'VTPM_VIRT_TYPE'],
+    [{ VTPM_HOST_NAME: 'h', VTPM_IMAGE_ROOTS: 'images' }, 'VTPM_IMAGE_ROOTS'],
   ])('refuses %j, naming the variable', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(variable);
+  });
+});
+
+describe('the image roots boot files may come from', () => {
+  it('default to the test guest folder for both hosts of the local stack', () => {
+    const config = loadConfig({ VTPM_DATA_DIR: '/tmp/vtpm-data' });
+
+    expect(config.hosts.map((h) => [h.name, h.imageRoots])).toEqual([
+      ['host-a', ['/tmp/vtpm-data/guest']],
+      ['host-b', ['/tmp/vtpm-data/guest']],
+    ]);
+  });
+
+  it('are read from VTPM_IMAGE_ROOTS as colon-separated folders, normalised', () => {
+    const config = loadConfig({ VTPM_HOST_NAME: 'compute-7', VTPM_IMAGE_ROOTS: '/srv/images/:/mnt/nfs/glance-cache//' });
+
+    expect(config.hosts[0]!.imageRoots).toEqual(['/srv/images', '/mnt/nfs/glance-cache']);
+  });
+
+  it.each([
+    ['a relative folder', { VTPM_IMAGE_ROOTS: '/srv/images:cache' }, /'cache' is not an absolute folder/],
+    ['an empty entry', { VTPM_IMAGE_ROOTS: '/srv/images::/mnt' }, /'' is not an absolute folder/],
+    ['the root folder', { VTPM_IMAGE_ROOTS: '/' }, /any file on the host/],
+    ['a folder holding libvirt state', { VTPM_IMAGE_ROOTS: '/var/lib' }, /overlaps \/var\/lib\/libvirt/],
+    ['a device folder', { VTPM_IMAGE_ROOTS: '/dev/disk' }, /overlaps \/dev/],
+    ['a root that holds the agent folder', { VTPM_IMAGE_ROOTS: '/srv', VTPM_AGENT_DIR: '/srv/agent' }, /overlaps the agent folder/],
+    ['a root inside the agent folder', { VTPM_IMAGE_ROOTS: '/var/lib/vtpm-agent/work' }, /overlaps the agent folder/],
+    ['a root that holds the swtpm state folder', { VTPM_IMAGE_ROOTS: '/srv', VTPM_SWTPM_STATE_DIR: '/srv/swtpm' }, /overlaps the swtpm state folder/],
+  ])('refuse %s at start-up, naming VTPM_IMAGE_ROOTS', (_what, env, problem) => {
+    const load = () => loadConfig({ VTPM_HOST_NAME: 'compute-7', ...env });
+
+    expect(load).toThrow(/^VTPM_IMAGE_ROOTS: /);
+    expect(load).toThrow(problem);
+  });
+
+  it('refuse a local-stack root that holds the data folder of the hosts', () => {
+    expect(() => loadConfig({ VTPM_DATA_DIR: '/tmp/vtpm-data', VTPM_IMAGE_ROOTS: '/tmp' })).toThrow(/VTPM_IMAGE_ROOTS: .*overlaps the agent folder/);
   });
 });
 
