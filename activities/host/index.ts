@@ -2,7 +2,6 @@
  * The activities a host agent runs on its own task queue, built for one compute host. Each is
  * idempotent: a retry after a crash at any point converges on the same result.
  */
-import { Context } from '@temporalio/activity';
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
@@ -15,6 +14,7 @@ import type { GuestDefinition } from '../../domain/instance';
 import type { ImageService, StateImage, StateImageKind } from '../image-service/image-service';
 import type { KeyManager, SecretRef } from '../key-manager/key-manager';
 import { readHostFacts, type HostFacts } from './describe-host';
+import { heartbeatWhileRunning, progress } from './heartbeat';
 import { checkInstanceUuid } from './instance-id';
 import { LibvirtHost, type DomainStatus } from './libvirt-host';
 import { StateGenerations, type GenerationRecord } from './state-generations';
@@ -48,15 +48,6 @@ export interface ShutdownResult {
   wasRunning: boolean;
 }
 
-/** Heartbeats when running as an activity; a no-op when called directly (tests, scripts). */
-function heartbeat(details?: unknown): void {
-  try {
-    Context.current().heartbeat(details);
-  } catch {
-    // Not inside an activity.
-  }
-}
-
 
 /**
  * The agent's folder is searchable (not readable) by others because swtpm probes run as tss in
@@ -83,13 +74,13 @@ export function createHostActivities(deps: HostActivityDeps) {
     while (Date.now() < until) {
       const status = await libvirt.domainStatus(uuid);
       if (status === null || status.state === wanted) return true;
-      heartbeat({ waitingFor: wanted, state: status.state });
+      progress(`waiting for the guest to be ${wanted} (it is ${status.state})`);
       await sleep(500);
     }
     return false;
   }
 
-  return mapActivityFailures({
+  return heartbeatWhileRunning(mapActivityFailures({
     async describeHost(): Promise<HostDescription> {
       const facts = await readHostFacts(host.name, host.libvirtUri, deps.searchPath);
       const capabilities = computeHostCapabilities({
@@ -142,8 +133,10 @@ export function createHostActivities(deps: HostActivityDeps) {
       const uuid = checkInstanceUuid(input.instanceUuid);
       const status = await libvirt.domainStatus(uuid);
       if (status === null || status.state === 'shut off') return { graceful: true, wasRunning: false };
+      progress('asking the guest to shut down (ACPI)');
       await libvirt.shutdown(uuid).catch(() => undefined);
       if (await waitForState(uuid, 'shut off', input.deadlineSeconds * 1000)) return { graceful: true, wasRunning: true };
+      progress(`destroying the guest: it did not shut down within ${input.deadlineSeconds} s`);
       await libvirt.destroy(uuid).catch(async (err) => {
         if ((await libvirt.domainStatus(uuid))?.state !== 'shut off') throw err;
       });
@@ -175,6 +168,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     async snapshotTpmState(input: { instanceUuid: string; generation: number }): Promise<GenerationRecord> {
       const state = files.read(checkInstanceUuid(input.instanceUuid));
       if (state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${host.name} to snapshot`);
+      progress(`saving the state as generation ${input.generation}`);
       return generations.save(input.instanceUuid, input.generation, packState(state), new Date().toISOString());
     },
 
@@ -194,6 +188,7 @@ export function createHostActivities(deps: HostActivityDeps) {
       const state = files.read(checkInstanceUuid(input.instanceUuid));
       if (state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${host.name} to export`);
       const packed = packState(state);
+      progress(`uploading the ${input.kind} archive (${packed.size} bytes) to the image service`);
       return imageService.upload(
         {
           project: input.project,
@@ -222,8 +217,9 @@ export function createHostActivities(deps: HostActivityDeps) {
       fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
       const download = path.join(workDir, `${input.instanceUuid}-${input.sha256.slice(0, 16)}.tar`);
       try {
+        progress(`downloading state image ${input.image.id}`);
         await imageService.downloadToFile(input.image, input.sha256, download);
-        heartbeat('downloaded');
+        progress('verifying and writing the state');
         return files.write(input.instanceUuid, unpackState(fs.readFileSync(download), input.sha256), input.replace);
       } finally {
         fs.rmSync(download, { force: true });
@@ -241,7 +237,7 @@ export function createHostActivities(deps: HostActivityDeps) {
       fs.rmSync(files.instanceDir(input.instanceUuid), { recursive: true, force: true });
       generations.removeAll(input.instanceUuid);
     },
-  });
+  }));
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;

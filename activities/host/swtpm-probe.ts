@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StateFile } from '../../domain/state-archive';
+import { activityCancellation, cancelledError, killProcessGroup, killWhenAborted } from './cancellation';
 import { tssIds } from './tpm-state-files';
 
 /** swtpm could not run at all, so nothing is known about the state: a host set-up problem. */
@@ -25,12 +26,15 @@ export interface ProbeResult {
 }
 
 
-function run(command: string, args: string[], timeoutMs: number): Promise<number> {
+/** A helper tool (swtpm_ioctl) in its own process group, killed with it on timeout or abort. */
+function run(command: string, args: string[], timeoutMs: number, signal: AbortSignal | undefined): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: 'ignore' });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const child = spawn(command, args, { stdio: 'ignore', detached: true });
+    const timer = setTimeout(() => killProcessGroup(child), timeoutMs);
+    const stopWatching = killWhenAborted(child, signal);
     child.on('close', (code) => {
       clearTimeout(timer);
+      stopWatching();
       resolve(code ?? -1);
     });
     child.on('error', () => resolve(-1));
@@ -51,17 +55,30 @@ function writePrivateCopy(files: readonly StateFile[], workRoot: string): string
   return dir;
 }
 
+export interface ProbeOptions {
+  timeoutMs?: number;
+  /**
+   * Kills swtpm (its whole process group) when it aborts; the running activity's cancellation by
+   * default, so a cancelled health check leaves no swtpm behind.
+   */
+  signal?: AbortSignal;
+}
+
 export async function probeState(
   files: readonly StateFile[],
   passphrase: Buffer,
   workRoot: string = os.tmpdir(),
-  timeoutMs = 15_000,
+  options: ProbeOptions = {},
 ): Promise<ProbeResult> {
+  const timeoutMs = options.timeoutMs ?? 15_000;
+  const signal = options.signal ?? activityCancellation();
+  if (signal?.aborted) throw cancelledError(signal, 'the swtpm probe');
   const tpm2 = files.every((f) => f.path.startsWith('tpm2/'));
   const dir = writePrivateCopy(files, workRoot);
   const ctrl = path.join(dir, 'ctrl.sock');
   const args = [
-    '--reuid', 'tss', '--regid', 'tss', '--clear-groups',
+    // Its own process group (for the kill on abort) no longer dies with the agent's: pdeathsig does.
+    '--pdeathsig', 'KILL', '--reuid', 'tss', '--regid', 'tss', '--clear-groups',
     'swtpm', 'socket', ...(tpm2 ? ['--tpm2'] : []),
     '--tpmstate', `dir=${dir},mode=0600`,
     '--key', 'pwdfd=3,mode=aes-256-cbc',
@@ -69,7 +86,8 @@ export async function probeState(
     '--ctrl', `type=unixio,path=${ctrl}`,
     '--flags', 'not-need-init,startup-clear',
   ];
-  const child = spawn('setpriv', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+  const child = spawn('setpriv', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], detached: true });
+  const stopWatching = killWhenAborted(child, signal);
   const stderr: Buffer[] = [];
   child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
   const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
@@ -82,11 +100,12 @@ export async function probeState(
     const deadline = Date.now() + timeoutMs;
     while (!done && !fs.existsSync(ctrl) && Date.now() < deadline) await sleep(20);
     if (fs.existsSync(ctrl) && !done) {
-      const stopped = await run('swtpm_ioctl', ['--unix', ctrl, '-s'], 5000);
+      const stopped = await run('swtpm_ioctl', ['--unix', ctrl, '-s'], 5000, signal);
       if (stopped === 0 && (await exited) === 0) return { readable: true };
     }
-    if (!done) child.kill('SIGKILL');
+    if (!done) killProcessGroup(child);
     await exited;
+    if (signal?.aborted) throw cancelledError(signal, 'the swtpm probe');
     const words = Buffer.concat(stderr).toString('utf8').split('\n').map((l) => l.replace(/^swtpm:\s*/, '').trim()).filter(Boolean);
     const reason = words[0] ?? (Date.now() >= deadline ? `swtpm did not come up within ${timeoutMs / 1000} s` : 'swtpm exited without a message');
     if (/Permission denied|Could not open UnixIO socket|No such file or directory/i.test(reason)) {
@@ -94,6 +113,7 @@ export async function probeState(
     }
     return { readable: false, reason };
   } finally {
+    stopWatching();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

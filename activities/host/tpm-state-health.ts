@@ -5,6 +5,7 @@
  * Damaged state is moved aside, never deleted; a start never silently wipes a TPM.
  */
 import { packState, unpackState, type StateFile } from '../../domain/state-archive';
+import { progress } from './heartbeat';
 import type { StateGenerations } from './state-generations';
 import { probeState } from './swtpm-probe';
 import type { TpmStateFiles } from './tpm-state-files';
@@ -44,6 +45,7 @@ async function problemWith(files: StateFile[] | null, expected: ExpectedState | 
       return `the state is not generation ${expected.generation} (sha256 ${actual}, expected ${expected.sha256})`;
     }
   }
+  progress('opening the current state with swtpm');
   const probe = await probeState(files, passphrase, probeDir);
   return probe.readable ? null : `swtpm cannot open the state with the instance's passphrase: ${probe.reason}`;
 }
@@ -54,6 +56,7 @@ export async function checkStateHealth(
   expected: ExpectedState | null,
   passphrase: Buffer,
 ): Promise<HealthOutcome> {
+  progress('reading the current state');
   const current = deps.files.read(instanceUuid);
   const problem = await problemWith(current, expected, passphrase, deps.probeDir);
   if (problem === null) return current === null ? { outcome: 'fresh' } : { outcome: 'healthy', sha256: packState(current).sha256 };
@@ -68,7 +71,9 @@ export async function checkStateHealth(
     const archive = deps.generations.read(instanceUuid, record);
     if (archive === null) continue;
     const files = unpackState(archive, record.sha256);
+    progress(`opening kept generation ${record.generation} with swtpm (${problem})`);
     if (!(await probeState(files, passphrase, deps.probeDir)).readable) continue;
+    progress(`restoring generation ${record.generation}`);
     const movedAsideTo = current === null ? null : deps.files.moveAside(instanceUuid, 'unhealthy');
     deps.files.write(instanceUuid, files, false);
     return { outcome: 'restored', generation: record.generation, sha256: record.sha256, problem, movedAsideTo };

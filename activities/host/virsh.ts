@@ -3,6 +3,7 @@
  * passphrase can make libvirt's swtpm_setup hang), and failures as typed errors.
  */
 import { spawn } from 'node:child_process';
+import { activityCancellation, cancelledError, killProcessGroup, killWhenAborted } from './cancellation';
 
 export class LibvirtError extends Error {
   override name = 'LibvirtError';
@@ -31,6 +32,11 @@ export interface VirshOptions {
   /** Fed to virsh on stdin; the only way secret values reach it. */
   stdin?: string | Buffer;
   timeoutMs?: number;
+  /**
+   * Kills the call (its whole process group) when it aborts; the running activity's cancellation
+   * by default, so a cancelled activity leaves no virsh behind.
+   */
+  signal?: AbortSignal;
 }
 
 const defaultTimeoutMs = 30_000;
@@ -67,30 +73,37 @@ function spawnVirsh(uri: string, args: string[], withInput: boolean) {
 
 export function virsh(uri: string, args: string[], options: VirshOptions = {}): Promise<string> {
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
+  const signal = options.signal ?? activityCancellation();
   const command = args[0] ?? '';
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(cancelledError(signal, `virsh ${command} on ${uri}`));
+      return;
+    }
     const child = spawnVirsh(uri, args, options.stdin !== undefined);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let timedOut = false;
+    // The whole process group: the pipeline's cat and virsh as well as the shell.
     const timer = setTimeout(() => {
       timedOut = true;
-      // The whole process group: the pipeline's cat and virsh as well as the shell.
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
+      killProcessGroup(child);
     }, timeoutMs);
+    const stopWatching = killWhenAborted(child, signal);
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
     child.on('error', (err) => {
       clearTimeout(timer);
+      stopWatching();
       reject(new LibvirtError(`cannot run virsh: ${err.message} (is libvirt-clients installed?)`, uri, command));
     });
+    // Settles only once the child is gone, so a cancelled call has left nothing running.
     child.on('close', (code) => {
       clearTimeout(timer);
-      if (timedOut) {
+      stopWatching();
+      if (signal?.aborted && code !== 0) {
+        reject(cancelledError(signal, `virsh ${command} on ${uri}`));
+      } else if (timedOut) {
         reject(new LibvirtTimeout(`virsh ${command} on ${uri} did not finish within ${timeoutMs / 1000} s`, uri, command));
       } else if (code === 0) {
         resolve(Buffer.concat(stdout).toString('utf8'));
