@@ -15,6 +15,7 @@ import type { ImageService, StateImage, StateImageKind } from '../image-service/
 import type { KeyManager, SecretRef } from '../key-manager/key-manager';
 import { readHostFacts, type HostFacts } from './describe-host';
 import { heartbeatWhileRunning, progress } from './heartbeat';
+import { KeyedMutex, lockPerInstance } from './instance-lock';
 import { checkInstanceUuid } from './instance-id';
 import { LibvirtHost, type DomainStatus } from './libvirt-host';
 import { StateGenerations, type GenerationRecord } from './state-generations';
@@ -68,6 +69,7 @@ export function createHostActivities(deps: HostActivityDeps) {
   const workDir = path.join(deps.agentDir, 'work');
   const consoleDir = path.join(deps.agentDir, 'console');
   prepareAgentDir(deps.agentDir, workDir);
+  const instanceLocks = new KeyedMutex();
 
   async function waitForState(uuid: string, wanted: DomainStatus['state'], deadlineMs: number): Promise<boolean> {
     const until = Date.now() + deadlineMs;
@@ -80,7 +82,8 @@ export function createHostActivities(deps: HostActivityDeps) {
     return false;
   }
 
-  return heartbeatWhileRunning(mapActivityFailures({
+  // Outermost the heartbeat, so that a call waiting for its instance's lock beats as well.
+  return heartbeatWhileRunning(lockPerInstance(mapActivityFailures({
     async describeHost(): Promise<HostDescription> {
       const facts = await readHostFacts(host.name, host.libvirtUri, deps.searchPath);
       const capabilities = computeHostCapabilities({
@@ -237,7 +240,7 @@ export function createHostActivities(deps: HostActivityDeps) {
       fs.rmSync(files.instanceDir(input.instanceUuid), { recursive: true, force: true });
       generations.removeAll(input.instanceUuid);
     },
-  }));
+  }), instanceLocks));
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;

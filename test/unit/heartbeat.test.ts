@@ -3,6 +3,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { beatIntervalMs, heartbeatWhileRunning, progress, type HeartbeatDetails } from '../../activities/host/heartbeat';
+import { KeyedMutex, lockPerInstance } from '../../activities/host/instance-lock';
 
 function recordHeartbeats(env: MockActivityEnvironment): HeartbeatDetails[] {
   const beats: HeartbeatDetails[] = [];
@@ -47,4 +48,24 @@ describe('the heartbeat around a host activity', () => {
     expect(beats).toEqual([]);
   });
 
+  it('keeps beating while a call waits for its instance, says so, and stops waiting when cancelled', async () => {
+    const locks = new KeyedMutex();
+    let release!: () => void;
+    const holder = new Promise<void>((resolve) => (release = resolve));
+    const activities = heartbeatWhileRunning(lockPerInstance({ importTpmState: (_input: { instanceUuid: string }) => holder }, locks));
+    const first = new MockActivityEnvironment({ heartbeatTimeoutMs: 300 }).run(activities.importTpmState, { instanceUuid: 'vm-1' });
+    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 300 });
+    const beats = recordHeartbeats(env);
+
+    const retry = env.run(activities.importTpmState, { instanceUuid: 'vm-1' });
+    await sleep(400);
+    env.cancel();
+
+    await expect(retry).rejects.toBeInstanceOf(CancelledFailure);
+    expect(beats.length).toBeGreaterThanOrEqual(2);
+    expect(beats[0]!.doing).toBe('waiting for the activity before it on instance vm-1 to finish');
+    release();
+    await first;
+    expect(locks.isBusy('vm-1')).toBe(false);
+  });
 });
