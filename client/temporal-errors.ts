@@ -1,5 +1,6 @@
 /** Temporal client errors that mean "the engine cannot be reached", turned into EngineUnreachable. */
 import { isGrpcServiceError, NamespaceNotFoundError, ServiceError } from '@temporalio/client';
+import { causeChain } from './cause-chain';
 import { EngineUnreachable } from './errors';
 import type { ConnectionSettings } from './settings';
 
@@ -63,14 +64,11 @@ export function workflowTaskFailing(settings: ConnectionSettings): EngineUnreach
   );
 }
 
-/** Every message an error carries, its gRPC cause's included. */
+/** Every message an error carries, its causes' (the gRPC error's details) included. */
 function textOf(err: unknown): string {
-  const parts: string[] = [];
-  for (let e = err as { message?: unknown; details?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
-    if (typeof e.message === 'string') parts.push(e.message);
-    if (typeof e.details === 'string') parts.push(e.details);
-  }
-  return parts.join(' | ');
+  return causeChain(err)
+    .map((level) => level.message)
+    .join(' | ');
 }
 
 /** The EngineUnreachable an error stands for, or undefined when it means something else. */

@@ -8,7 +8,8 @@
  * domain state look-up, no key manager, no digest, no atomic write, no ownership fix-up).
  * Each side has its own idle vTPM 2.0 guest (an empty disk: the firmware idles), started and
  * destroyed once before timing so swtpm_setup's first manufacture is not measured.
- * Everything the benchmark creates is removed at the end, and on Ctrl-C.
+ * Everything the benchmark creates is removed at the end, and on Ctrl-C. It attaches to the local
+ * stack, or starts what of it is not running and stops that again at the end.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -16,13 +17,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { loadConfig, type LocalHost } from '../config';
+import { causeChainText } from '../client/cause-chain';
+import { loadConfig, type Config, type LocalHost } from '../config';
 import { serialLogPath } from '../activities/host';
 import { createImageService } from '../activities/image-service/image-service';
 import { createKeyManager, type SecretRef } from '../activities/key-manager/key-manager';
 import { buildDomainXml, buildVtpmSecretXml } from '../domain';
 import type { GuestDefinition } from '../domain/instance';
 import { hostActivitiesFor } from '../workers/host-agent';
+import { attachStack, type AttachedStack } from './stack/attach';
 
 const run = promisify(execFile);
 
@@ -82,17 +85,26 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const found = config.hosts.find((h) => h.name === hostName);
   if (found === undefined) throw new Error(`no host '${hostName}'; known: ${config.hosts.map((h) => h.name).join(', ')}`);
-  const host: LocalHost = found;
-  const agent = hostActivitiesFor(config, host);
-  const keyManager = createKeyManager(config);
-  const imageService = createImageService(config);
-  const virsh = (...args: string[]) => run('virsh', ['-q', '-c', host.libvirtUri, ...args], { timeout: 60_000 });
+  const stack = await attachStack(config, (line) => console.error(`[stack] ${line}`));
+  try {
+    await bench(config, found, iterations, stack);
+  } finally {
+    await stack.release();
+  }
+}
 
+async function bench(config: Config, host: LocalHost, iterations: number, stack: AttachedStack): Promise<void> {
   const tag = randomBytes(4).toString('hex');
   const workDir = path.join(config.dataDir, 'bench', `host-activities-${tag}`);
   // QEMU (another user) reads the disk from here; the passphrase file in it is 0600.
   fs.mkdirSync(workDir, { recursive: true, mode: 0o755 });
   fs.chmodSync(path.dirname(workDir), 0o755);
+
+  // The agent boots only from its image roots: the benchmark's folder is one, for this run.
+  const agent = hostActivitiesFor(config, { ...host, imageRoots: [...host.imageRoots, workDir] });
+  const keyManager = createKeyManager(config);
+  const imageService = createImageService(config);
+  const virsh = (...args: string[]) => run('virsh', ['-q', '-c', host.libvirtUri, ...args], { timeout: 60_000 });
 
   const ours = { uuid: randomUUID(), secretUuid: randomUUID(), project: `hostagent-bench-${tag}` };
   const direct = { uuid: randomUUID(), secretUuid: randomUUID() };
@@ -131,7 +143,7 @@ async function main(): Promise<void> {
     if (cleaned) return;
     cleaned = true;
     const gone = /failed to get (domain|secret)|not found|not running/i;
-    const quietly = (p: Promise<unknown>) => p.catch((err: Error) => gone.test(err.message) || console.error(`clean-up: ${err.message}`));
+    const quietly = (p: Promise<unknown>) => p.catch((err: Error) => gone.test(err.message) || console.error(`clean-up: ${causeChainText(err)}`));
     await quietly(agent.destroyDomain({ instanceUuid: ours.uuid }));
     await quietly(agent.undefineDomain({ instanceUuid: ours.uuid, keepTpm: false }));
     await quietly(agent.removeVtpmSecret({ secretUuid: ours.secretUuid }));
@@ -148,7 +160,10 @@ async function main(): Promise<void> {
   }
   process.once('SIGINT', () => {
     console.error('\ninterrupted: cleaning up');
-    void cleanUp().finally(() => process.exit(130));
+    void cleanUp()
+      .catch((err: unknown) => console.error(`clean-up: ${causeChainText(err)}`))
+      .finally(() => stack.release())
+      .finally(() => process.exit(130));
   });
 
   try {
@@ -243,7 +258,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: Error) => {
-  console.error(`bench-host-activities: ${err.message}`);
+main().catch((err: unknown) => {
+  console.error(`bench-host-activities: ${causeChainText(err)}`);
   process.exit(1);
 });

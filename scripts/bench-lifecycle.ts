@@ -1,14 +1,16 @@
 /**
  * `npm run bench:lifecycle -- [--cycles N]`: N cycles of boot, cold migrate (+confirm), shelve,
  * unshelve and delete of the test guest on the real stack (its own Temporal dev server, both
- * libvirt hosts, the configured key manager and image service). For each operation it prints the
+ * libvirt hosts, the configured key manager and image service). It attaches to the local stack, or
+ * starts what of it is not running and stops that again at the end. For each operation it prints the
  * wall time, the time spent inside activities (libvirt, swtpm, key manager, image service), the
  * rest (orchestration: Temporal round trips, scheduling, workflow code) and the number of events
  * in the operation's history. The split comes from the recorded histories' event times.
  */
 import { randomUUID } from 'node:crypto';
 import { temporal } from '@temporalio/proto';
-import { loadConfig } from '../config';
+import { causeChainText } from '../client/cause-chain';
+import { loadConfig, type Config } from '../config';
 import type { OperationName } from '../domain/instance';
 import {
   bootUpdate,
@@ -21,6 +23,7 @@ import {
 } from '../workflows/instance';
 import { guestBootRequest, newInstance, startEngine, startInstanceEntity, type Engine } from '../test/helpers/engine';
 import { ensureTestGuest } from '../test/helpers/guest';
+import { attachStack } from './stack/attach';
 
 type History = temporal.api.history.v1.IHistory;
 
@@ -68,7 +71,20 @@ async function main(): Promise<void> {
   const cycles = cyclesFlag > 0 ? Number(process.argv[cyclesFlag + 1]) : 3;
   if (!Number.isInteger(cycles) || cycles < 1) throw new Error('--cycles takes a whole number >= 1');
   const config = loadConfig();
-  await ensureTestGuest(config);
+  const stack = await attachStack(config, (line) => console.error(`[stack] ${line}`));
+  process.once('SIGINT', () => {
+    console.error('\ninterrupted: stopping what this benchmark started');
+    void stack.release().finally(() => process.exit(130));
+  });
+  try {
+    await ensureTestGuest(config);
+    await runCycles(config, cycles);
+  } finally {
+    await stack.release();
+  }
+}
+
+async function runCycles(config: Config, cycles: number): Promise<void> {
   const engine = await startEngine(config);
   const samples: Sample[] = [];
   try {
@@ -104,7 +120,7 @@ async function main(): Promise<void> {
   for (const row of [header, ...rows]) console.log(row.map((cell, i) => cell.padStart(widths[i]!)).join('  '));
 }
 
-main().catch((err: Error) => {
-  console.error(`bench-lifecycle: ${err.message}`);
+main().catch((err: unknown) => {
+  console.error(`bench-lifecycle: ${causeChainText(err)}`);
   process.exit(1);
 });

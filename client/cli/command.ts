@@ -1,4 +1,5 @@
 /** What a vtpmctl command is, and how an error becomes output and an exit code. */
+import { causeChain } from '../cause-chain';
 import { VtpmClientError } from '../errors';
 import type { VtpmClient } from '../vtpm-client';
 import { UsageError, type OptionSpec } from './args';
@@ -34,9 +35,15 @@ export function reportError(out: Output, err: unknown, context: Record<string, u
     out.error({ kind: err.kind, type: err.type, message: err.message, next: err.next, ...extra }, context, links);
     return exitCodeOf(err.kind);
   }
-  const message = err instanceof Error ? err.message : String(err);
+  const [top, ...causes] = causeChain(err);
   out.error(
-    { kind: 'internal', type: err instanceof Error ? err.name : 'Error', message, next: 'this is a vtpmctl bug: report it with the command you ran and this message' },
+    {
+      kind: 'internal',
+      type: top?.name ?? 'Error',
+      message: top?.message ?? String(err),
+      next: 'this is a vtpmctl bug: report it with the command you ran and this message',
+      causes,
+    },
     context,
   );
   return ExitCode.internal;

@@ -2,6 +2,7 @@
  * Where vtpmctl writes: with --json, exactly one JSON document on stdout (errors included);
  * otherwise text for a person, results on stdout and errors on stderr.
  */
+import { causedByLines, type CauseLevel } from '../cause-chain';
 import type { Terminal } from './progress';
 
 export interface Io {
@@ -14,6 +15,8 @@ export interface ErrorReport {
   type: string;
   message: string;
   next: string;
+  /** What the error wraps, outermost first (Temporal's failures nest the reason in `.cause`). */
+  causes?: CauseLevel[];
   [more: string]: unknown;
 }
 
@@ -75,6 +78,7 @@ export class Output {
       return;
     }
     const what = kindWords[error.kind] ?? error.kind;
-    this.io.stderr.write(`vtpmctl: ${what} (${error.type}): ${error.message}\nnext: ${error.next}\n${links.map((l) => `${l}\n`).join('')}`);
+    const causes = causedByLines(error.causes ?? []).map((line) => `${line}\n`).join('');
+    this.io.stderr.write(`vtpmctl: ${what} (${error.type}): ${error.message}\n${causes}next: ${error.next}\n${links.map((l) => `${l}\n`).join('')}`);
   }
 }

@@ -3,6 +3,8 @@
  * The vtpmctl executable. This entry point is the one place the CLI reads the process: its
  * arguments, its environment and its output streams, handed to main as they are.
  */
+import { causeChainText } from '../cause-chain';
+import { ExitCode } from './exit-codes';
 import { main } from './main';
 import { writerToPipe } from './output';
 
@@ -14,7 +16,7 @@ main(process.argv.slice(2), process.env, { stdout, stderr }).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    stderr.write(`vtpmctl: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 70;
+    stderr.write(`vtpmctl: ${causeChainText(err)}\n${err instanceof Error && err.stack ? `${err.stack}\n` : ''}`);
+    process.exitCode = ExitCode.internal;
   },
 );
