@@ -16,8 +16,36 @@ export class LibvirtError extends Error {
   }
 }
 
+/**
+ * The domain or secret does not exist. Idempotent steps catch it (`instanceof`) and treat it as
+ * done; one that escapes an activity is permanent: retrying cannot make the object appear.
+ */
 export class LibvirtNotFound extends LibvirtError {
   override name = 'LibvirtNotFound';
+  readonly retryable = false;
+}
+
+/** A file the definition names (kernel, initrd, disk) is missing or cannot be opened. */
+export class LibvirtMissingFile extends LibvirtError {
+  override name = 'LibvirtMissingFile';
+  readonly retryable = false;
+}
+
+/** libvirt refuses the definition itself: malformed XML, schema, unsupported configuration. */
+export class LibvirtInvalidDefinition extends LibvirtError {
+  override name = 'LibvirtInvalidDefinition';
+  readonly retryable = false;
+}
+
+/** libvirt or QEMU may not touch something the call needs (file modes, access control). */
+export class LibvirtForbidden extends LibvirtError {
+  override name = 'LibvirtForbidden';
+  readonly retryable = false;
+}
+
+/** libvirtd does not answer (not running, restarting, socket gone): worth retrying. */
+export class LibvirtUnreachable extends LibvirtError {
+  override name = 'LibvirtUnreachable';
 }
 
 export class LibvirtAlreadyExists extends LibvirtError {
@@ -42,16 +70,37 @@ export interface VirshOptions {
 const defaultTimeoutMs = 30_000;
 const notFound = /(not found|no domain with matching|no secret with matching|failed to get (domain|secret))/i;
 const alreadyExists = /already exists/i;
+/**
+ * libvirtd itself is unreachable or went away mid-call: a restart fixes that, so it stays
+ * retryable even though its message says "No such file or directory" (the socket).
+ */
+const unreachable = /(failed to connect|cannot recv data|end of file while reading|connection reset|broken pipe|cannot write data|no connection driver available)/i;
+const missingFile = /no such file or directory/i;
+/** Words libvirt and QEMU put before the reason a file failed; the reason itself decides first. */
+const fileNotOpened = /(cannot access storage file|could not open)/i;
+const invalidDefinition = /(xml error|failed to validate|does not validate|unsupported configuration|invalid value|extra element|expecting an element|error parsing xml|xml description)/i;
+const forbidden = /(permission denied|access denied)/i;
 
-function classify(uri: string, command: string, stderr: string): LibvirtError {
-  const message = stderr
+/** Each stderr line with virsh's `error:` prefix dropped, joined into one line. */
+function messageOf(stderr: string): string {
+  return stderr
     .split('\n')
     .map((line) => line.replace(/^error:\s*/, '').trim())
     .filter(Boolean)
     .join('; ');
+}
+
+export function classify(uri: string, command: string, stderr: string): LibvirtError {
+  const message = messageOf(stderr);
   const text = `virsh ${command} on ${uri}: ${message || 'failed without a message'}`;
+  if (unreachable.test(message)) return new LibvirtUnreachable(text, uri, command);
   if (notFound.test(message)) return new LibvirtNotFound(text, uri, command);
   if (alreadyExists.test(message)) return new LibvirtAlreadyExists(text, uri, command);
+  // "could not open ...: Permission denied" is forbidden, "...: No such file or directory" missing.
+  if (missingFile.test(message)) return new LibvirtMissingFile(text, uri, command);
+  if (forbidden.test(message)) return new LibvirtForbidden(text, uri, command);
+  if (fileNotOpened.test(message)) return new LibvirtMissingFile(text, uri, command);
+  if (invalidDefinition.test(message)) return new LibvirtInvalidDefinition(text, uri, command);
   return new LibvirtError(text, uri, command);
 }
 
