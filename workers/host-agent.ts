@@ -17,6 +17,7 @@ export function hostActivitiesFor(config: Config, host: LocalHost) {
     generationsKept: config.stateGenerationsKept,
     swtpmEnabled: host.swtpmEnabled,
     secretSecurityModes: host.secretSecurityModes,
+    imageRoots: host.imageRoots,
   });
 }
 

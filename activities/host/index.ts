@@ -13,18 +13,23 @@ import { mapActivityFailures } from '../failures';
 import type { GuestDefinition } from '../../domain/instance';
 import type { ImageService, StateImage, StateImageKind } from '../image-service/image-service';
 import type { KeyManager, SecretRef } from '../key-manager/key-manager';
+import { checkBootFiles } from './boot-files';
+import { clearInstance, type ClearResult } from './clear-instance';
 import { readHostFacts, type HostFacts } from './describe-host';
 import { heartbeatWhileRunning, progress } from './heartbeat';
 import { KeyedMutex, lockPerInstance } from './instance-lock';
-import { checkInstanceUuid } from './instance-id';
+import { checkInstanceUuid, InvalidInstanceId } from './instance-id';
 import { LibvirtHost, type DomainStatus } from './libvirt-host';
 import { StateGenerations, type GenerationRecord } from './state-generations';
 import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
-import { TpmStateFiles } from './tpm-state-files';
+import { runPreflight } from './preflight';
+import { NotAnAsideFolder, StateConflict, TpmStateFiles } from './tpm-state-files';
 
 export type { HostFacts } from './describe-host';
 export type { HealthOutcome, ExpectedState } from './tpm-state-health';
 export type { GenerationRecord } from './state-generations';
+export type { ClearResult } from './clear-instance';
+export type { PreflightFailure } from './preflight';
 
 export interface HostActivityDeps {
   host: LocalHost;
@@ -36,6 +41,8 @@ export interface HostActivityDeps {
   generationsKept: number;
   swtpmEnabled: boolean;
   secretSecurityModes: readonly SecretSecurity[];
+  /** The only folders a domain's kernel, initrd and disk may come from (resolved, links followed). */
+  imageRoots: readonly string[];
 }
 
 export interface HostDescription {
@@ -71,6 +78,16 @@ export function createHostActivities(deps: HostActivityDeps) {
   prepareAgentDir(deps.agentDir, workDir);
   const instanceLocks = new KeyedMutex();
 
+  async function describeThisHost(): Promise<HostDescription> {
+    const facts = await readHostFacts(host.name, host.libvirtUri, deps.searchPath);
+    const capabilities = computeHostCapabilities({
+      ...facts,
+      swtpmEnabled: deps.swtpmEnabled,
+      secretSecurityModes: deps.secretSecurityModes,
+    });
+    return { facts, capabilities };
+  }
+
   async function waitForState(uuid: string, wanted: DomainStatus['state'], deadlineMs: number): Promise<boolean> {
     const until = Date.now() + deadlineMs;
     while (Date.now() < until) {
@@ -85,13 +102,7 @@ export function createHostActivities(deps: HostActivityDeps) {
   // Outermost the heartbeat, so that a call waiting for its instance's lock beats as well.
   return heartbeatWhileRunning(lockPerInstance(mapActivityFailures({
     async describeHost(): Promise<HostDescription> {
-      const facts = await readHostFacts(host.name, host.libvirtUri, deps.searchPath);
-      const capabilities = computeHostCapabilities({
-        ...facts,
-        swtpmEnabled: deps.swtpmEnabled,
-        secretSecurityModes: deps.secretSecurityModes,
-      });
-      return { facts, capabilities };
+      return describeThisHost();
     },
 
     /** Defines the instance's libvirt secret and sets its value, fetched by this agent itself. */
@@ -120,6 +131,7 @@ export function createHostActivities(deps: HostActivityDeps) {
      */
     async defineDomain(input: { guest: GuestDefinition }): Promise<void> {
       checkInstanceUuid(input.guest.uuid);
+      checkBootFiles(host.name, input.guest.boot, deps.imageRoots);
       fs.mkdirSync(consoleDir, { recursive: true, mode: 0o700 });
       const spec: DomainSpec = { ...input.guest, virtType: host.virtType, serialLogPath: serialLogPath(deps.agentDir, input.guest.uuid) };
       await libvirt.defineDomain(buildDomainXml(spec));
@@ -239,6 +251,65 @@ export function createHostActivities(deps: HostActivityDeps) {
       checkInstanceUuid(input.instanceUuid);
       fs.rmSync(files.instanceDir(input.instanceUuid), { recursive: true, force: true });
       generations.removeAll(input.instanceUuid);
+    },
+
+    /**
+     * Takes the instance off this host: destroy, undefine (keeping the TPM files for this step to
+     * handle), every vTPM secret of it, then its state purged with everything the agent kept of it,
+     * or set aside (see tpm-state-files.ts for why `.aside/` is out of libvirt's reach).
+     */
+    async clearInstance(input: { instanceUuid: string; state: 'purge' | 'aside'; why?: string }): Promise<ClearResult> {
+      return clearInstance(
+        { libvirt, files, generations, workDir, serialLogPath: (uuid) => serialLogPath(deps.agentDir, uuid) },
+        input,
+      );
+    },
+
+    /**
+     * The undo of setAsideTpmState: the state now in place is itself set aside (never deleted) and
+     * the old one returns. Named by the path setAsideTpmState returned, or by the `why` it was given
+     * (`tag`), which an undo registered before the step can know: with a tag, nothing set aside
+     * under it means the step never ran (or the restore already did) and there is nothing to do.
+     */
+    async restoreAsideTpmState(input: { instanceUuid: string; asidePath?: string; tag?: string }): Promise<void> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      if ((input.asidePath === undefined) === (input.tag === undefined)) {
+        throw new NotAnAsideFolder(`restoring the state of instance ${uuid} needs either asidePath or tag, not ${input.asidePath === undefined ? 'neither' : 'both'}`);
+      }
+      const asidePath = input.asidePath ?? files.newestAsideTagged(uuid, input.tag!);
+      if (asidePath === null) return;
+      const status = await libvirt.domainStatus(uuid);
+      if (status !== null && status.state !== 'shut off') {
+        throw new StateConflict(`instance ${uuid} is ${status.state} on ${host.name}: its state cannot be swapped under a running swtpm; stop it first`);
+      }
+      files.restoreAside(uuid, asidePath);
+    },
+
+    /**
+     * Everything this host must provide for the guest, checked before any downtime elsewhere:
+     * traits, boot files inside the image roots and readable by QEMU, a definition libvirt's
+     * schema accepts, and a secret UUID that is free or already this instance's.
+     */
+    async preflightPlacement(input: {
+      instanceUuid: string;
+      guest: GuestDefinition;
+      secretUuid: string | null;
+      requiredTraits?: string[];
+    }): Promise<HostDescription> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      if (input.guest?.uuid !== uuid) throw new InvalidInstanceId(`the guest's uuid does not match instance ${uuid}`);
+      const description = await describeThisHost();
+      await runPreflight(
+        { host: host.name, libvirt, virtType: host.virtType, imageRoots: deps.imageRoots, workDir },
+        {
+          guest: input.guest,
+          secretUuid: input.secretUuid,
+          serialLogPath: serialLogPath(deps.agentDir, uuid),
+          capabilities: description.capabilities,
+          ...(input.requiredTraits === undefined ? {} : { requiredTraits: input.requiredTraits }),
+        },
+      );
+      return description;
     },
   }), instanceLocks));
 }

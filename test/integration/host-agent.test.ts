@@ -23,6 +23,7 @@ import type { GuestDefinition } from '../../domain/instance';
 import { packState, sha256Hex, type StateFile } from '../../domain/state-archive';
 import { hostActivitiesFor } from '../../workers/host-agent';
 import { ensureTestGuest, guestDomainSpec, markerValue, waitForGuest } from '../helpers/guest';
+import { emptyDisk, scratchImageDir } from '../helpers/images';
 import { removeDomainAndSecret, testName, tssIds } from '../helpers/libvirt';
 import { manufactureState, newPassphrase } from '../helpers/swtpm';
 
@@ -32,6 +33,8 @@ const agents = new Map(config.hosts.map((host) => [host.name, hostActivitiesFor(
 const keyManager = createKeyManager(config);
 const imageService = createImageService(config);
 const workDir = path.join(config.dataDir, 'test', 'host-agent');
+/** Boot disks must come from an image root (VTPM_IMAGE_ROOTS). */
+const imagesDir = scratchImageDir(config, 'host-agent');
 
 function agentOn(host: LocalHost) {
   return agents.get(host.name)!;
@@ -76,8 +79,7 @@ function testGuest(host: LocalHost, vm: Vm, cmdline: string, tpm: { version: Tpm
 
 /** A guest that idles in its firmware until destroyed: an empty disk, nothing to boot. */
 function idleGuest(vm: Vm): GuestDefinition {
-  const disk = path.join(workDir, `${vm.name}.qcow2`);
-  if (!fs.existsSync(disk)) execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '16M']);
+  const disk = emptyDisk(imagesDir, vm.name);
   return {
     name: vm.name,
     uuid: vm.uuid,
@@ -197,6 +199,7 @@ beforeAll(async () => {
 afterAll(async () => {
   const failures = (await Promise.allSettled(vms.map(removeVm))).filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   fs.rmSync(workDir, { recursive: true, force: true });
+  fs.rmSync(imagesDir, { recursive: true, force: true });
   if (failures.length > 0) throw new AggregateError(failures.map((f) => f.reason), 'clean-up left something behind');
 });
 
