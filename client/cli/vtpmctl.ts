@@ -11,12 +11,12 @@ import { writerToPipe } from './output';
 const stdout = writerToPipe(process.stdout);
 const stderr = writerToPipe(process.stderr);
 
+// Exit as soon as the command is done: `--no-wait` leaves the operation's result long-poll open
+// (up to 20 s), and nothing it could still bring is wanted. Output to pipes and files is already written.
 main(process.argv.slice(2), process.env, { stdout, stderr }).then(
-  (code) => {
-    process.exitCode = code;
-  },
+  (code) => process.exit(code),
   (err: unknown) => {
     stderr.write(`vtpmctl: ${causeChainText(err)}\n${err instanceof Error && err.stack ? `${err.stack}\n` : ''}`);
-    process.exitCode = ExitCode.internal;
+    process.exit(ExitCode.internal);
   },
 );
