@@ -81,6 +81,30 @@ export class OperationNotFound extends VtpmClientError {
   }
 }
 
+/**
+ * The operation was accepted but has no workflow yet, so it has no steps to show: it waits for its
+ * turn behind another operation of the instance, or its pre-flight checks run.
+ */
+export class OperationNotStarted extends VtpmClientError {
+  override readonly name = 'OperationNotStarted';
+  readonly kind = 'not-found';
+  readonly type = 'OperationNotStarted';
+  readonly next: string;
+  constructor(
+    readonly instanceUuid: string,
+    readonly operation: string,
+    readonly requestId: string,
+    /** The operation running ahead of it, or null when its own turn has come. */
+    readonly waitingBehind: string | null,
+  ) {
+    super(
+      `${operation} ${requestId} of instance ${instanceUuid} has not started yet: ` +
+        (waitingBehind !== null ? `it waits for its turn behind ${waitingBehind}` : 'its pre-flight checks run; its steps show once its workflow starts'),
+    );
+    this.next = `ask again in a moment: vtpmctl history ${instanceUuid} ${requestId}`;
+  }
+}
+
 /** Temporal cannot be reached, the namespace does not exist, or no control worker is polling. */
 export class EngineUnreachable extends VtpmClientError {
   override readonly name = 'EngineUnreachable';

@@ -1,5 +1,5 @@
 /** Temporal client errors that mean "the engine cannot be reached", turned into EngineUnreachable. */
-import { isGrpcServiceError, NamespaceNotFoundError, ServiceError } from '@temporalio/client';
+import { isGrpcServiceError, NamespaceNotFoundError, ServiceError, WorkflowNotFoundError } from '@temporalio/client';
 import { causeChain } from './cause-chain';
 import { EngineUnreachable } from './errors';
 import type { ConnectionSettings } from './settings';
@@ -62,6 +62,17 @@ export function workflowTaskFailing(settings: ConnectionSettings): EngineUnreach
     `the engine cannot process this instance: its workflow task keeps failing on the workers of namespace '${settings.namespace}'`,
     "the workers' workflow code fails on it (a bug, or workers running a different version): see the control worker's log and the Workflow Task Failed event in the Temporal UI; fixed workers resume it",
   );
+}
+
+/**
+ * Whether the workflow asked about does not exist. Calls that go to the service directly (a
+ * handle's fetchHistory) fail with the bare gRPC NOT_FOUND rather than WorkflowNotFoundError; a
+ * missing namespace is NOT_FOUND too, and is not this.
+ */
+export function isWorkflowNotFound(err: unknown): boolean {
+  if (err instanceof WorkflowNotFoundError) return true;
+  const grpc = err instanceof ServiceError && err.cause ? err.cause : err;
+  return isGrpcServiceError(grpc) && grpc.code === NOT_FOUND && !/namespace/i.test(grpc.details || grpc.message);
 }
 
 /** Every message an error carries, its causes' (the gRPC error's details) included. */

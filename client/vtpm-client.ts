@@ -32,6 +32,7 @@ import {
   instance,
   instanceQuery,
   instanceWorkflowId,
+  operationQueueQuery,
   migrateUpdate,
   rebootUpdate,
   rebuildUpdate,
@@ -58,10 +59,11 @@ import {
 import type { OperationName } from '../domain/instance';
 import { VtpmHost, VtpmInstance, VtpmLifecycleState, VtpmOperation, VtpmProject, VtpmVersion } from '../workflows/search-attributes';
 import { controlTaskQueue } from '../workflows/task-queues';
-import { InstanceNotFound, OperationNotFound, OperationRefused } from './errors';
+import { InstanceNotFound, OperationNotFound, OperationNotStarted, OperationRefused } from './errors';
 import { AcceptedOperation, workflowUiUrl, type OperationHandle } from './operation-handle';
+import { pendingOperations, type PendingOperation } from './operation-queue';
 import { connectionOptions, connectionSettings, type ConnectionSettings, type SettingsOptions } from './settings';
-import { asUnreachable, noControlWorker, queryFailed, rethrowUnreachable, temporalUnreachable } from './temporal-errors';
+import { asUnreachable, isWorkflowNotFound, noControlWorker, queryFailed, rethrowUnreachable, temporalUnreachable } from './temporal-errors';
 import { timelineOf, type StepFailure, type Timeline } from './timeline';
 import { hostRecordsQuery, instancesQuery, operationsQuery, type InstanceFilter, type OperationFilter } from './visibility';
 
@@ -470,8 +472,9 @@ export class VtpmClient {
     try {
       history = await handle.fetchHistory();
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) return { ...base, workflowId: null, runId: null, uiUrl: null, timeline: null };
-      return rethrowUnreachable(err, this.settings);
+      if (!isWorkflowNotFound(err)) return rethrowUnreachable(err, this.settings);
+      if (located.pending) throw new OperationNotStarted(instanceUuid, located.operation, located.requestId, located.pending.waitingBehind);
+      return { ...base, workflowId: null, runId: null, uiUrl: null, timeline: null };
     }
     const description = await handle.describe();
     return {
@@ -496,6 +499,9 @@ export class VtpmClient {
       description = await this.temporal.workflow.getHandle(located.workflowId).describe();
     } catch (err) {
       if (!(err instanceof WorkflowNotFoundError)) return rethrowUnreachable(err, this.settings);
+      if (located.pending) {
+        throw refuse('OperationRunning', `request ${failedRequestId} (${located.operation}) has not finished: it has not started yet`, `follow it with: vtpmctl history ${instanceUuid} ${failedRequestId}`);
+      }
       throw refuse(
         'NothingToRetry',
         `request ${failedRequestId} (${located.operation}) was refused before any step ran, so there is nothing to retry`,
@@ -579,21 +585,36 @@ export class VtpmClient {
   /**
    * Finds an operation of an instance by request id or operation name: among its operation
    * workflows (running ones included), then in the record's completed list (which also holds
-   * requests refused before any step ran).
+   * requests that ended before any step ran). Accepted operations that have not finished are
+   * found in the instance's queue first: the newest of them may have no workflow yet.
    */
   private async locate(
     record: InstanceRecord,
     selector: string | undefined,
     by: 'request-id' | 'either' = 'either',
-  ): Promise<{ operation: string; requestId: string; workflowId: string }> {
+  ): Promise<{ operation: string; requestId: string; workflowId: string; pending: PendingOperation | null }> {
     const uuid = record.instanceUuid;
-    const operations = await this.operations({ instanceUuid: uuid }, LIST_CAP);
-    const byRequest = (s: string) => operations.find((o) => o.requestId === s) ?? record.completed.find((c) => c.requestId === s);
-    const byOperation = (s: string) => operations.find((o) => o.operation === s) ?? [...record.completed].reverse().find((c) => c.operation === s);
-    const newest = () => operations[0] ?? record.completed[record.completed.length - 1];
+    const [operations, queue] = await Promise.all([
+      this.operations({ instanceUuid: uuid }, LIST_CAP),
+      this.temporal.workflow
+        .getHandle(instanceWorkflowId(uuid))
+        .query(operationQueueQuery)
+        .catch((err) => queryFailed(err, this.settings)),
+    ]);
+    const pending = pendingOperations(queue);
+    const byRequest = (s: string) =>
+      pending.find((p) => p.requestId === s) ?? operations.find((o) => o.requestId === s) ?? record.completed.find((c) => c.requestId === s);
+    const byOperation = (s: string) =>
+      pending.find((p) => p.operation === s) ?? operations.find((o) => o.operation === s) ?? [...record.completed].reverse().find((c) => c.operation === s);
+    const newest = () => pending[0] ?? operations[0] ?? record.completed[record.completed.length - 1];
     const found = selector === undefined ? newest() : (byRequest(selector) ?? (by === 'either' ? byOperation(selector) : undefined));
     if (found === undefined) throw new OperationNotFound(uuid, selector ?? '(any)');
-    return { operation: found.operation, requestId: found.requestId, workflowId: operationWorkflowId(uuid, found.operation, found.requestId) };
+    return {
+      operation: found.operation,
+      requestId: found.requestId,
+      workflowId: operationWorkflowId(uuid, found.operation, found.requestId),
+      pending: pending.find((p) => p.requestId === found.requestId) ?? null,
+    };
   }
 }
 

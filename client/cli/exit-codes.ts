@@ -9,7 +9,7 @@ export const ExitCode = {
   usage: 2,
   /** The engine refused the request: nothing was done. */
   refused: 3,
-  /** No such instance, or no such operation of it. */
+  /** No such instance, or no such operation of it (or one that has not started yet). */
   notFound: 4,
   /** Temporal cannot be reached, the namespace is missing, or no control worker is running. */
   unreachable: 5,

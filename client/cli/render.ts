@@ -40,7 +40,7 @@ export function timelineText(report: OperationReport): string {
   const head = `${report.operation} of instance ${report.instanceUuid} (request ${report.requestId})`;
   const lines: string[] = [];
   if (report.timeline === null) {
-    lines.push(`${head}: refused before any step ran`);
+    lines.push(`${head}: ended before any step ran; it has no workflow and no steps`);
     if (report.outcome) lines.push(`  ${report.outcome.message}`);
     return lines.join('\n');
   }
