@@ -118,6 +118,11 @@ export interface Config {
    * start. Set only when VTPM_ALLOW_FAULT_INJECTION=1 allows it.
    */
   faultFile: string | null;
+  /**
+   * How long a host agent's lease lasts; it renews it every third of that. A host whose lease
+   * has run out and that an operator has fenced is lost, and only then are its guests evacuated.
+   */
+  agentLeaseSeconds: number;
 }
 
 const projectRoot = path.resolve(__dirname, __dirname.endsWith(`${path.sep}dist`) ? '..' : '.');
@@ -351,5 +356,6 @@ export function loadConfig(env: Env = process.env): Config {
     searchPath: text(env, 'PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'),
     stateGenerationsKept: count(env, 'VTPM_STATE_GENERATIONS', 3, 1, 100),
     faultFile: faultFile(env),
+    agentLeaseSeconds: count(env, 'VTPM_AGENT_LEASE_SECONDS', 30, 3, 3600),
   };
 }

@@ -42,6 +42,10 @@ export {
   tpmDifferences,
   buildVtpmSecretXml,
   readVtpmSecretXml,
+  checkBootSpecPaths,
+  checkBootPath,
+  InvalidBootPath,
+  FORBIDDEN_BOOT_FOLDERS,
 } from './domain';
 export type {
   FlavorInput,

@@ -22,7 +22,7 @@ import { checkHostProvides } from '../domain/host-check';
 import type { InstanceRecord } from '../domain/instance';
 import { resolveVtpmRequest } from '../domain/vtpm-request';
 import type { HostCapabilities } from '../domain/host-capabilities';
-import { hostRecordWorkflowId, hostReportQuery } from '../workflows/host-record';
+import { fenceHostUpdate, hostRecordQuery, hostRecordWorkflowId, hostReportQuery, unfenceHostUpdate, type HostRecordState } from '../workflows/host-record';
 import {
   abortOperationUpdate,
   bootUpdate,
@@ -128,6 +128,12 @@ export interface HostSummary {
   traits: string[];
   /** Why the host lacks a trait (or every vTPM, when `trait` is absent). */
   missing: HostCapabilities['missing'];
+  /** Set while an operator has fenced the host. */
+  fence: { reason: string; at: string } | null;
+  /** When the agent last renewed its lease, and for how long it holds. */
+  lease: { renewedAt: string; seconds: number } | null;
+  /** What the agent did with stale copies when it last came back. */
+  lastReconciliation: { at: string; actions: string[] } | null;
   workflowId: string;
 }
 
@@ -529,10 +535,11 @@ export class VtpmClient {
     const prefix = hostRecordWorkflowId('');
     const hosts = await Promise.all(
       records.map(async (info): Promise<HostSummary> => {
-        const report = await this.temporal.workflow
+        const state = await this.temporal.workflow
           .getHandle(info.workflowId)
-          .query(hostReportQuery)
+          .query(hostRecordQuery)
           .catch((err) => queryFailed(err, this.settings));
+        const report = state.report;
         const capabilities = report?.description.capabilities;
         return {
           host: report?.description.facts.host ?? info.workflowId.slice(prefix.length),
@@ -541,11 +548,43 @@ export class VtpmClient {
           qemuVersion: report?.description.facts.qemuVersion ?? null,
           traits: capabilities?.traits ?? [],
           missing: capabilities?.missing ?? [{ reason: 'the host agent has not reported yet' }],
+          fence: state.fence,
+          lease: state.lease,
+          lastReconciliation: state.reconciliations.at(-1) ?? null,
           workflowId: info.workflowId,
         };
       }),
     );
     return hosts.sort((a, b) => a.host.localeCompare(b.host));
+  }
+
+  /**
+   * Records that a host is down and must stay out of service (Nova's forced-down): with its
+   * agent's lease expired, its instances may then be evacuated. The reason stays in the host
+   * record's history. Nothing is placed on a fenced host until it is unfenced.
+   */
+  async fenceHost(host: string, reason: string): Promise<HostRecordState> {
+    return this.hostRecordUpdate(host, fenceHostUpdate.name, reason);
+  }
+
+  /** Ends a fence: the host takes instances again. */
+  async unfenceHost(host: string, reason: string): Promise<HostRecordState> {
+    return this.hostRecordUpdate(host, unfenceHostUpdate.name, reason);
+  }
+
+  private async hostRecordUpdate(host: string, update: string, reason: string): Promise<HostRecordState> {
+    try {
+      return await this.temporal.workflow.getHandle(hostRecordWorkflowId(host)).executeUpdate<HostRecordState, [{ reason: string }]>(update, { args: [{ reason }] });
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) {
+        const cause = err.cause instanceof ApplicationFailure ? err.cause : undefined;
+        throw new OperationRefused(cause?.type ?? 'Refused', cause?.message ?? err.message, host, update, 'vtpmctl hosts');
+      }
+      if (err instanceof WorkflowNotFoundError) {
+        throw new OperationRefused('UnknownHost', `no agent of host ${host} has ever reported`, host, update, 'vtpmctl hosts');
+      }
+      return rethrowUnreachable(err, this.settings);
+    }
   }
 
   // --- helpers ------------------------------------------------------------------------------

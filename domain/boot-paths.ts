@@ -4,17 +4,13 @@
  * QEMU opens a kernel, initrd or disk as root-relabelled files, so a path into a device tree,
  * a runtime folder or libvirt's own state would hand the guest something that is not an image.
  */
+import { VtpmError } from './errors';
 import { quote } from './input-guards';
 
 /** A boot file path refused before any I/O; `field` is the request field that holds it. */
-export class InvalidBootPath extends Error {
-  override readonly name = 'InvalidBootPath';
-  readonly retryable = false;
-  readonly details: { field: string; path: string; problem: string };
-
+export class InvalidBootPath extends VtpmError {
   constructor(field: string, path: string, problem: string) {
-    super(`${field} ${quote(path)} ${problem}`);
-    this.details = { field, path, problem };
+    super('InvalidBootPath', `${field} ${quote(path)} ${problem}`, { field, path, problem });
   }
 }
 

@@ -14,7 +14,8 @@ export type VtpmErrorName =
   | 'InvalidHostCapabilities'
   | 'HostLacksTraits'
   | 'InvalidDomainSpec'
-  | 'InvalidDomainXml';
+  | 'InvalidDomainXml'
+  | 'InvalidBootPath';
 
 /** A JSON value: details travel in Temporal failure payloads and the instance record. */
 export type JsonValue =

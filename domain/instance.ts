@@ -48,10 +48,31 @@ export interface PendingMigration {
   /** The staging archive; null when no state moved (same host, or no vTPM). */
   staging: StoredState | null;
   /** What to restore on revert. */
-  previous: { guest: GuestDefinition; flavor: FlavorInput | null; vtpm: VtpmRequest | null; secret: InstanceSecret | null };
+  previous: {
+    guest: GuestDefinition;
+    flavor: FlavorInput | null;
+    vtpm: VtpmRequest | null;
+    secret: InstanceSecret | null;
+    /** The state the source kept, which revert starts it with. */
+    stateGeneration: number;
+    stateSha256: string | null;
+  };
+  /** A same-host reset set the old state aside under this tag; revert brings it back. */
+  asideTag: string | null;
   wasRunning: boolean;
-  /** Workflow time when it finished on the target; the confirm window counts from here. */
+  /** Workflow time when it finished on the target. */
   finishedAt: number;
+  /** Workflow time after which it is confirmed by itself (kept across continue-as-new). */
+  confirmBy: number;
+}
+
+/** A start (or evacuate) that put an older state generation in place: the guest's TPM went back in time. */
+export interface TpmRollback {
+  fromGeneration: number;
+  toGeneration: number;
+  /** What made it necessary: the damage the health check found, or the lost host. */
+  why: string;
+  at: string;
 }
 
 /** Names the instance's passphrase in the key manager; holds none of it. */
@@ -94,8 +115,14 @@ export interface InstanceRecord {
   migration: PendingMigration | null;
   /** While shelved: the only copy of the vTPM state. */
   shelved: StoredState | null;
-  /** Set by evacuate: the guest's TPM was restored from a backup and may have rolled back. */
-  tpmRollback: { fromGeneration: number; toGeneration: number; at: string } | null;
+  /** Set when an older generation of the state was put in place (start's restore, evacuate). */
+  tpmRollback: TpmRollback | null;
+  /**
+   * Every host that may hold something of the instance: where it runs, a pending migration's
+   * source, a host it was evacuated from, a failed target that could not be cleaned. A host
+   * leaves the list only when it has been cleaned; delete visits all of them.
+   */
+  hosts: string[];
   /** Operations completed, newest last, bounded: what a repeated request id gets back. */
   completed: CompletedOperation[];
 }
@@ -117,7 +144,8 @@ export const COMPLETED_KEPT = 200;
 const allowedIn: Record<OperationName, readonly Lifecycle[]> = {
   boot: ['new'],
   stop: ['active'],
-  start: ['stopped'],
+  // From error too: start first proves that no other host runs the guest.
+  start: ['stopped', 'error'],
   reboot: ['active'],
   // An instance in error may have parts left on a host: delete is how they are cleaned up.
   delete: ['new', 'active', 'stopped', 'verify-migration', 'shelved', 'error'],
@@ -163,8 +191,20 @@ export function newInstanceRecord(instanceUuid: string, project: string, name: s
     migration: null,
     shelved: null,
     tpmRollback: null,
+    hosts: [],
     completed: [],
   };
+}
+
+/** The record with `host` among the hosts that may hold something of the instance. */
+export function touchHost(record: InstanceRecord, host: string): InstanceRecord {
+  const hosts = record.hosts ?? [];
+  return hosts.includes(host) ? record : { ...record, hosts: [...hosts, host] };
+}
+
+/** The record after `host` has been cleaned of the instance. */
+export function leaveHost(record: InstanceRecord, host: string): InstanceRecord {
+  return { ...record, hosts: (record.hosts ?? []).filter((h) => h !== host) };
 }
 
 /** Throws OperationRefused, with what to do instead, when the operation cannot run now. */
@@ -202,4 +242,19 @@ export function tpmChange(from: VtpmRequest | null, to: VtpmRequest | null): 'no
   if (from === null) return 'add';
   if (to === null) return 'remove';
   return from.version === to.version && from.model === to.model ? 'carry' : 'incompatible';
+}
+
+/**
+ * What a host that comes back must do with an instance it finds on itself: keep it where the
+ * record places it there (its host, or a pending migration's source), purge it when the instance
+ * was deleted, and otherwise set it aside (never start it, never delete it): the instance lives
+ * elsewhere now, and this copy is stale. A UUID with no record is not the engine's to touch.
+ */
+export type HostVerdict = 'keep' | 'set-aside' | 'purge' | 'not-ours';
+
+export function verdictOnHost(record: InstanceRecord | null, host: string): HostVerdict {
+  if (record === null) return 'not-ours';
+  if (record.lifecycle === 'deleted') return 'purge';
+  if (record.host === host || record.migration?.source === host) return 'keep';
+  return 'set-aside';
 }

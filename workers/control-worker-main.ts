@@ -2,6 +2,7 @@
  * One control worker as its own process: `tsx workers/control-worker-main.ts`. Run as many as
  * you like; they share the `vtpm-control` task queue.
  */
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
@@ -12,12 +13,15 @@ async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   await checkServices(config);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
-  const worker = await createControlWorker(connection, config);
+  const clientConnection = await Connection.connect({ address: config.temporal.address });
+  const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  const worker = await createControlWorker(connection, client, config);
   const stop = () => worker.shutdown();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   console.log(`[control] polling vtpm-control on ${config.temporal.address}`);
   await worker.run();
+  await clientConnection.close();
   await connection.close();
 }
 

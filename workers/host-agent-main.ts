@@ -6,8 +6,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
-import { createHostAgent } from './host-agent';
-import { announceHost } from './report-host';
+import { startHostAgent } from './host-agent';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -21,14 +20,11 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const clientConnection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
-  await announceHost(client, config, host, (line) => console.log(`[agent] ${line}`));
-
-  const worker = await createHostAgent(connection, config, host);
-  const stop = () => worker.shutdown();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const agent = await startHostAgent(connection, client, config, host, {}, (line) => console.log(`[agent] ${line}`));
+  process.once('SIGINT', () => void agent.stop());
+  process.once('SIGTERM', () => void agent.stop());
   console.log(`[agent ${host.name}] polling vtpm-host-${host.name}`);
-  await worker.run();
+  await agent.running;
   await clientConnection.close();
   await connection.close();
 }

@@ -3,14 +3,13 @@
  * foreground. Ctrl-C stops the workers, then the services this run started.
  */
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
 import { stackDown, stackStatus, stackUp } from '../scripts/stack/index';
 import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
 import { createControlWorker } from './control-worker';
-import { createHostAgent } from './host-agent';
-import { announceHost } from './report-host';
+import { startHostAgent, type RunningAgent } from './host-agent';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -26,29 +25,31 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const clientConnection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
-  const workers: Array<[string, Worker]> = [[controlTaskQueue, await createControlWorker(connection, config)]];
-  for (const host of config.hosts) {
-    workers.push([hostTaskQueue(host.name), await createHostAgent(connection, config, host)]);
-    await announceHost(client, config, host, log);
-  }
+  const control = await createControlWorker(connection, client, config);
+  const controlRunning = control.run();
+  // Agents reconcile through the entities, which the control worker runs: it starts first.
+  const agents: RunningAgent[] = [];
+  for (const host of config.hosts) agents.push(await startHostAgent(connection, client, config, host, {}, log));
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log(`${signal}: stopping workers`);
-    for (const [, worker] of workers) worker.shutdown();
+    for (const agent of agents) void agent.stop();
+    control.shutdown();
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
 
-  log(`polling ${workers.map(([queue]) => queue).join(', ')} on ${config.temporal.address}`);
+  const queues = [controlTaskQueue, ...config.hosts.map((h) => hostTaskQueue(h.name))];
+  log(`polling ${queues.join(', ')} on ${config.temporal.address}`);
   log(`Temporal UI: http://127.0.0.1:${config.temporal.uiPort}  (Ctrl-C to stop)`);
-  const results = await Promise.allSettled(workers.map(([, worker]) => worker.run()));
+  const results = await Promise.allSettled([controlRunning, ...agents.map((a) => a.running)]);
   await clientConnection.close();
   await connection.close();
   for (const [i, result] of results.entries()) {
-    if (result.status === 'rejected') log(`worker ${workers[i]![0]} failed: ${(result.reason as Error).message}`);
+    if (result.status === 'rejected') log(`worker ${queues[i]} failed: ${(result.reason as Error).message}`);
   }
   if (startedHere.length > 0) {
     log(`stopping the services this run started: ${startedHere.join(', ')}`);

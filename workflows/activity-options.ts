@@ -42,6 +42,29 @@ export function hostProbe(host: string) {
   });
 }
 
+/** Whether a host's agent answers at all: one try, a few seconds. */
+export function hostPing(host: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(host),
+    startToCloseTimeout: '10 seconds',
+    scheduleToCloseTimeout: '10 seconds',
+    retry: { maximumAttempts: 1 },
+  });
+}
+
+/**
+ * Undo steps on a host: short, so a compensation facing a dead host gives up in about a minute
+ * and says so, instead of waiting the five minutes a forward step may.
+ */
+export function hostCleanup(host: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(host),
+    startToCloseTimeout: '45 seconds',
+    scheduleToCloseTimeout: '75 seconds',
+    retry,
+  });
+}
+
 /** Key manager and image service, on the control workers. */
 export const controlSteps = proxyActivities<ControlActivities>({
   // Key manager and image service calls take well under a second; a worker that died holding

@@ -7,14 +7,21 @@ import type { ImageService, StateImageKind } from '../image-service/image-servic
 import type { InstanceOwner, KeyManager, SecretRef } from '../key-manager/key-manager';
 import type { StoredState } from '../../domain/instance';
 import { mapActivityFailures } from '../failures';
+import { createHostStandingActivities, type ReadHostRecord } from './host-standing';
+
+export type { HostStanding, HostRecordView, ReadHostRecord } from './host-standing';
 
 export interface ControlActivityDeps {
   keyManager: KeyManager;
   imageService: ImageService;
+  /** Reads a host's record (lease, fence) from the engine. */
+  readHostRecord: ReadHostRecord;
 }
 
-export function createControlActivities({ keyManager, imageService }: ControlActivityDeps) {
+export function createControlActivities({ keyManager, imageService, readHostRecord }: ControlActivityDeps) {
   return mapActivityFailures({
+    ...createHostStandingActivities(readHostRecord),
+
     /** Idempotent: a retry finds the secret the first attempt created. */
     async createPassphrase(owner: InstanceOwner): Promise<SecretRef> {
       return keyManager.createPassphrase(owner);

@@ -46,7 +46,7 @@ function problemWith(field: string, file: unknown, roots: readonly string[]): st
   try {
     checkBootPath(field, file);
   } catch (err) {
-    if (err instanceof InvalidBootPath) return err.details.problem;
+    if (err instanceof InvalidBootPath) return String(err.details.problem);
     throw err;
   }
   const given = file as string;

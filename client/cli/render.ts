@@ -76,8 +76,10 @@ export function recordText(record: InstanceRecord, uiUrl: string): string {
   const migration = extra.migration as { source?: string; target?: string } | null | undefined;
   if (migration) lines.push(`  migration   from ${migration.source} to ${migration.target}, waiting for confirm or revert`);
   if (extra.shelved) lines.push('  shelved     its vTPM state is held in the image service');
-  const rollback = extra.tpmRollback as { fromGeneration?: number; toGeneration?: number } | null | undefined;
-  if (rollback) lines.push(`  TPM rolled back from generation ${rollback.fromGeneration} to ${rollback.toGeneration} by an evacuation`);
+  const rollback = extra.tpmRollback as { fromGeneration?: number; toGeneration?: number; why?: string; at?: string } | null | undefined;
+  if (rollback) {
+    lines.push(`  TPM rolled back from generation ${rollback.fromGeneration} to ${rollback.toGeneration}${rollback.at ? ` at ${rollback.at}` : ''}: ${rollback.why ?? 'by an evacuation'}`);
+  }
   if (record.lastError) {
     const e = record.lastError;
     lines.push(`  last error  ${e.operation} (request ${e.requestId}) at ${time(e.at)}: ${e.type}: ${e.message}`);
@@ -131,7 +133,12 @@ export function hostsText(hosts: HostSummary[]): string {
     const head = `${h.host}  libvirt ${h.libvirtVersion ?? '?'}, QEMU ${h.qemuVersion ?? '?'}, reported ${time(h.reportedAt)}`;
     const traits = h.traits.length > 0 ? `  traits: ${h.traits.join(' ')}` : '  no vTPM traits';
     const missing = h.missing.map((m) => (m.trait ? `  lacks ${m.trait}: ${m.reason}` : `  no vTPM at all: ${m.reason}`));
-    return [head, traits, ...missing].join('\n');
+    const fence = h.fence ? [`  FENCED since ${h.fence.at}: ${h.fence.reason}`] : [];
+    const lease = h.lease ? [`  agent lease renewed ${time(h.lease.renewedAt)} (${h.lease.seconds} s)`] : ['  agent lease: never renewed'];
+    const reconciled = h.lastReconciliation?.actions.length
+      ? [`  on its last return (${time(h.lastReconciliation.at)}) the agent:`, ...h.lastReconciliation.actions.map((a) => `    ${a}`)]
+      : [];
+    return [head, traits, ...missing, ...fence, ...lease, ...reconciled].join('\n');
   });
   return blocks.join('\n');
 }

@@ -16,18 +16,23 @@ import { createImageService } from '../../activities/image-service/image-service
 import { createKeyManager } from '../../activities/key-manager/key-manager';
 import { createControlWorker } from '../../workers/control-worker';
 import type { FaultPlan } from '../../workers/faults';
-import { createHostAgent } from '../../workers/host-agent';
+import { startHostAgent, type RunningAgent } from '../../workers/host-agent';
 import { instance, instanceQuery, instanceWorkflowId, type BootRequest } from '../../workflows/instance';
 import { controlTaskQueue } from '../../workflows/task-queues';
-import { guestDir, waitForGuest } from './guest';
+import { guestDir, markersOf, waitForGuest } from './guest';
 import { createTestEnvironment } from './temporal';
 
 export interface Engine {
   env: TestWorkflowEnvironment;
   config: Config;
   faults: FaultPlan;
-  workers: Worker[];
-  running: Promise<unknown>;
+  control: Worker;
+  /** Each host's agent while it runs (lease, reconciliation, worker). */
+  agents: Map<string, RunningAgent>;
+  /** Stops one host's agent (its worker and lease): the host's guests keep running, as when an agent dies. */
+  stopAgent(host: string): Promise<void>;
+  /** Starts a host's agent as a returning agent does: reconcile first, then lease and work. */
+  startAgent(host: string): Promise<RunningAgent>;
   stop(): Promise<void>;
 }
 
@@ -35,20 +40,31 @@ export async function startEngine(config: Config): Promise<Engine> {
   const env = await createTestEnvironment(config);
   const faults: FaultPlan = { faults: [] };
   const connection = env.nativeConnection as NativeConnection;
-  const workers = [
-    await createControlWorker(connection, config, { faults }),
-    ...(await Promise.all(config.hosts.map((host) => createHostAgent(connection, config, host, { faults })))),
-  ];
-  const running = Promise.all(workers.map((w) => w.run()));
+  const control = await createControlWorker(connection, env.client, config, { faults });
+  const controlRunning = control.run();
+  const agents = new Map<string, RunningAgent>();
+  const startAgent = async (name: string) => {
+    const host = config.hosts.find((h) => h.name === name)!;
+    const agent = await startHostAgent(connection, env.client, config, host, { faults });
+    agents.set(name, agent);
+    return agent;
+  };
+  for (const host of config.hosts) await startAgent(host.name);
   return {
     env,
     config,
     faults,
-    workers,
-    running,
+    control,
+    agents,
+    startAgent,
+    async stopAgent(name) {
+      await agents.get(name)?.stop();
+      agents.delete(name);
+    },
     async stop() {
-      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await running.catch(() => undefined);
+      for (const agent of agents.values()) await agent.stop();
+      if (control.getState() === 'RUNNING') control.shutdown();
+      await controlRunning.catch(() => undefined);
       await env.teardown();
     },
   };
@@ -102,6 +118,8 @@ export async function leftovers(engine: Engine, owner: { instanceUuid: string; p
     if ((await libvirt.vtpmSecretsOf(owner.instanceUuid)).length > 0) found.push(`a libvirt secret on ${host.name}`);
     if ((await libvirt.domainStatus(owner.instanceUuid)) !== null) found.push(`a domain on ${host.name}`);
     if (fs.existsSync(path.join(host.swtpmStateDir, owner.instanceUuid))) found.push(`a state folder on ${host.name}`);
+    for (const copy of asideCopies(engine, host.name, owner.instanceUuid)) found.push(`a set-aside state copy on ${host.name}: ${copy}`);
+    if (fs.existsSync(serialLogPath(host.agentDir, owner.instanceUuid))) found.push(`a console log on ${host.name}`);
   }
   return found;
 }
@@ -110,4 +128,40 @@ export async function leftovers(engine: Engine, owner: { instanceUuid: string; p
 export async function guestRun(engine: Engine, host: string, instanceUuid: string): Promise<string[]> {
   const libvirtUri = engine.config.hosts.find((h) => h.name === host)!.libvirtUri;
   return waitForGuest(libvirtUri, instanceUuid, instanceSerialLog(engine, host, instanceUuid));
+}
+
+/** Waits until a guest booted with `vtpm.stay=1` on `host` has reported (and keeps running); returns what it printed. */
+export async function guestUp(engine: Engine, host: string, instanceUuid: string, deadlineMs = 120_000): Promise<string[]> {
+  const log = instanceSerialLog(engine, host, instanceUuid);
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const markers = fs.existsSync(log) ? markersOf(fs.readFileSync(log, 'utf8')) : [];
+    if (markers.includes('done')) return markers;
+    if (Date.now() > deadline) throw new Error(`the test guest on ${host} did not report within ${deadlineMs / 1000} s; it printed: ${markers.join(' | ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+}
+
+/** The instance's domain state on each host, e.g. `{ 'host-a': 'running', 'host-b': null }`. */
+export async function domainStates(engine: Engine, instanceUuid: string): Promise<Record<string, string | null>> {
+  const states: Record<string, string | null> = {};
+  for (const host of engine.config.hosts) states[host.name] = (await new LibvirtHost(host.libvirtUri).domainStatus(instanceUuid))?.state ?? null;
+  return states;
+}
+
+/** Copies of the instance's state set aside on a host (under its swtpm folder), by path. */
+export function asideCopies(engine: Engine, host: string, instanceUuid: string): string[] {
+  const root = engine.config.hosts.find((h) => h.name === host)!.swtpmStateDir;
+  const found: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    if (depth > 3 || !fs.existsSync(dir)) return;
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (!entry.isDirectory()) continue;
+      const full = path.join(dir, entry.name);
+      if (entry.name !== instanceUuid && entry.name.includes(instanceUuid)) found.push(full);
+      else walk(full, depth + 1);
+    }
+  };
+  walk(root, 0);
+  return found;
 }

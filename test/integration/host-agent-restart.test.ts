@@ -26,12 +26,15 @@ import { controlTaskQueue } from '../../workflows/task-queues';
 import { removeDomainAndSecret, testName } from '../helpers/libvirt';
 import { createTestEnvironment } from '../helpers/temporal';
 
-const config = loadConfig();
+// The suite's disks live in its own work folder, which is therefore one of the image roots.
+const base = loadConfig();
+const workDir = path.join(base.dataDir, 'test', 'host-agent-restart');
+const imageRoots = `${path.join(base.dataDir, 'guest')}:${workDir}`;
+const config = loadConfig({ ...process.env, VTPM_IMAGE_ROOTS: imageRoots });
 const host = config.hosts[0]!;
 const agent = hostActivitiesFor(config, host);
 const keyManager = createKeyManager(config);
 const imageService = createImageService(config);
-const workDir = path.join(config.dataDir, 'test', 'host-agent-restart');
 const tsx = path.join(config.projectRoot, 'node_modules', '.bin', 'tsx');
 
 interface AgentProcess {
@@ -60,7 +63,7 @@ const vms: Vm[] = [];
 function startAgent(faultFile: string): AgentProcess {
   const child = spawn(tsx, ['workers/host-agent-main.ts', host.name], {
     cwd: config.projectRoot,
-    env: { ...process.env, TEMPORAL_ADDRESS: env.address, VTPM_FAULT_FILE: faultFile },
+    env: { ...process.env, TEMPORAL_ADDRESS: env.address, VTPM_FAULT_FILE: faultFile, VTPM_ALLOW_FAULT_INJECTION: '1', VTPM_IMAGE_ROOTS: imageRoots },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group, so clean-up reaches tsx's node child as well.
     detached: true,
@@ -126,7 +129,7 @@ function generationsOf(vm: Vm): Array<{ generation: number; sha256: string }> {
 beforeAll(async () => {
   fs.mkdirSync(workDir, { recursive: true });
   env = await createTestEnvironment(config);
-  control = await createControlWorker(env.nativeConnection as NativeConnection, config);
+  control = await createControlWorker(env.nativeConnection as NativeConnection, env.client, config);
   controlRunning = control.run();
 });
 

@@ -41,7 +41,7 @@ describe('a control worker killed in the middle of an operation', () => {
     const plan = path.join(faultDir, 'plan.json');
     // The worker dies right after the key manager created the passphrase, before it can report it.
     fs.writeFileSync(plan, JSON.stringify({ faults: [{ activity: 'createPassphrase', when: 'after', action: 'crash' }], firedDir: faultDir }));
-    const workerEnv = { TEMPORAL_ADDRESS: env.address, VTPM_FAULT_FILE: plan };
+    const workerEnv = { TEMPORAL_ADDRESS: env.address, VTPM_FAULT_FILE: plan, VTPM_ALLOW_FAULT_INJECTION: '1' };
     const first = spawnEngineProcess('workers/control-worker-main.ts', [], workerEnv);
     procs.push(first);
     await waitForOutput(first, /polling vtpm-control/);

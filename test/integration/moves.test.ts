@@ -31,7 +31,6 @@ import {
 } from '../helpers/engine';
 import { ensureTestGuest, markerValue } from '../helpers/guest';
 import { contains, historiesContaining, recordHistories } from '../helpers/histories';
-import { removeDomainAndSecret } from '../helpers/libvirt';
 import { createKeyManager } from '../../activities/key-manager/key-manager';
 
 const config = loadConfig({ ...process.env, VTPM_KEY_MANAGER: 'barbican', VTPM_IMAGE_SERVICE: 'glance' });
@@ -269,21 +268,19 @@ describe('moving and storing the vTPM state on the real stack', () => {
     await handle.executeUpdate(startUpdate, { args: [id()] });
     await expectValue('host-b', init.instanceUuid, value);
 
-    // Host B is lost: its agent stops answering and its guest is gone with it.
-    const hostB = engine.workers[2]!;
-    hostB.shutdown();
+    // Host B is lost: its agent stops answering and its guest is gone with it; the operator says so.
+    await engine.stopAgent('host-b');
     await new LibvirtHost(config.hosts[1]!.libvirtUri).destroy(init.instanceUuid).catch(() => undefined);
 
-    const evacuated = await handle.executeUpdate(evacuateUpdate, { args: [{ ...id(), target: 'host-a' }] });
+    const evacuated = await handle.executeUpdate(evacuateUpdate, { args: [{ ...id(), target: 'host-a', sourceHostDown: true }] });
     expect(evacuated.record).toMatchObject({ lifecycle: 'active', host: 'host-a', tpmRollback: { toGeneration: 1 } });
     expect(evacuated.message).toContain('may have rolled back');
     await expectValue('host-a', init.instanceUuid, value);
-    await handle.executeUpdate(deleteUpdate, { args: [id()] });
-    // What the lost host still holds goes with the host; here it is cleaned by hand.
-    const lost = config.hosts[1]!;
-    for (const secret of await new LibvirtHost(lost.libvirtUri).vtpmSecretsOf(init.instanceUuid)) {
-      await removeDomainAndSecret(lost, init.instanceUuid, secret);
-    }
+    // Delete defers the lost host; its agent purges the instance when it returns.
+    const deleted = await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(deleted.message).toContain('host-b did not answer');
+    const agent = await engine.startAgent('host-b');
+    expect(agent.reconciliation.actions.join('\n')).toContain(`${init.instanceUuid}: deleted while host-b was away; purged`);
     expect(await leftovers(engine, init)).toEqual([]);
   }, 300_000);
 });

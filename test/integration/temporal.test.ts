@@ -23,7 +23,7 @@ describe('workflows on the real Temporal dev server', () => {
   it('route host activities to each host agent and return what the hosts run', async () => {
     const connection = env.nativeConnection as NativeConnection;
     const workers = [
-      await createControlWorker(connection, config),
+      await createControlWorker(connection, env.client, config),
       ...(await Promise.all(config.hosts.map((host) => createHostAgent(connection, config, host)))),
     ];
     const probes = await withWorkers(workers, () =>
@@ -46,7 +46,7 @@ describe('workflows on the real Temporal dev server', () => {
   });
 
   it('report a host whose agent never answers instead of waiting forever', async () => {
-    const worker = await createControlWorker(env.nativeConnection as NativeConnection, config);
+    const worker = await createControlWorker(env.nativeConnection as NativeConnection, env.client, config);
     const [probe] = await withWorkers([worker], () =>
       env.client.workflow.execute(probeHosts, {
         taskQueue: controlTaskQueue,

@@ -4,7 +4,7 @@
  * left behind: no secret, no libvirt secret, no domain, no state folder.
  */
 import { CancellationScope } from '@temporalio/workflow';
-import { controlSteps, hostSteps } from '../activity-options';
+import { controlSteps, hostCleanup, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
 import { ensureSecretOn } from './secret-step';
@@ -21,17 +21,17 @@ export async function bootInstance(input: BootInput): Promise<BootResult> {
     if (vtpm !== undefined && input.secretSecurity !== null) {
       undo.add('deleteInstancePassphrases', () => controlSteps.deleteInstancePassphrases(owner));
       const ref = await controlSteps.createPassphrase(owner);
-      step = 'ensureVtpmSecret';
-      undo.add('removeVtpmSecret', () => host.removeVtpmSecret({ secretUuid: vtpm.secretUuid }));
       secret = { ref, libvirtSecretUuid: vtpm.secretUuid };
+    }
+    // A new instance: whatever of it is on the host was made by this boot, so all of it goes.
+    undo.add('clearInstance', () => hostCleanup(input.host).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' }));
+    if (secret !== null) {
+      step = 'ensureVtpmSecret';
       await ensureSecretOn(input.host, input.instanceUuid, secret, input.secretSecurity);
     }
     step = 'defineDomain';
-    undo.add('purgeTpmState', () => host.purgeTpmState({ instanceUuid: input.instanceUuid }));
-    undo.add('undefineDomain', () => host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false }));
     await host.defineDomain({ guest: input.guest });
     step = 'startDomain';
-    undo.add('destroyDomain', () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
     await host.startDomain({ instanceUuid: input.instanceUuid });
     return { secret };
   } catch (err) {

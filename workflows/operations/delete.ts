@@ -1,34 +1,45 @@
 /**
- * Delete: everything of the instance, everywhere, idempotently: domain and TPM state on its host,
- * the libvirt secret, every passphrase and every image of the instance. Each step runs even when
- * an earlier one failed, so one unreachable host does not keep the rest from being cleaned.
+ * Delete: everything of the instance, everywhere, idempotently: on every host the record lists
+ * (domain, TPM state with its generations and set-aside copies, console log, libvirt secrets),
+ * then every passphrase and every image of the instance. A host whose agent does not answer is
+ * deferred, not waited on: its agent purges the instance when it comes back, since the record then
+ * says deleted. Any other failure fails the delete, which can be repeated.
  */
-import { controlSteps, hostSteps } from '../activity-options';
-import { operationFailure } from '../failures';
+import { controlSteps, hostCleanup } from '../activity-options';
+import { describeFailure, operationFailure } from '../failures';
 import type { DeleteInput, DeleteResult } from './types';
 
 export async function deleteInstance(input: DeleteInput): Promise<DeleteResult> {
   const owner = { project: input.project, instanceUuid: input.instanceUuid };
   const failed: string[] = [];
+  const deferredHosts: string[] = [];
   let firstError: unknown;
-  const attempt = async <T>(name: string, step: () => Promise<T>): Promise<T | undefined> => {
-    try {
-      return await step();
-    } catch (err) {
-      failed.push(name);
-      firstError ??= err;
-      return undefined;
-    }
-  };
   for (const name of input.hosts) {
-    const host = hostSteps(name);
-    await attempt(`destroyDomain on ${name}`, () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
-    await attempt(`undefineDomain on ${name}`, () => host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false }));
-    await attempt(`purgeTpmState on ${name}`, () => host.purgeTpmState({ instanceUuid: input.instanceUuid }));
-    await attempt(`removeInstanceSecrets on ${name}`, () => host.removeInstanceSecrets({ instanceUuid: input.instanceUuid }));
+    try {
+      await hostCleanup(name).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
+    } catch (err) {
+      if (describeFailure(err).type === 'HostUnreachable') {
+        deferredHosts.push(name);
+      } else {
+        failed.push(`clearInstance on ${name}`);
+        firstError ??= err;
+      }
+    }
   }
-  const passphrasesDeleted = (await attempt('deleteInstancePassphrases', () => controlSteps.deleteInstancePassphrases(owner))) ?? 0;
-  const imagesDeleted = (await attempt('deleteInstanceImages', () => controlSteps.deleteInstanceImages(owner))) ?? 0;
+  let passphrasesDeleted = 0;
+  let imagesDeleted = 0;
+  try {
+    passphrasesDeleted = await controlSteps.deleteInstancePassphrases(owner);
+  } catch (err) {
+    failed.push('deleteInstancePassphrases');
+    firstError ??= err;
+  }
+  try {
+    imagesDeleted = await controlSteps.deleteInstanceImages(owner);
+  } catch (err) {
+    failed.push('deleteInstanceImages');
+    firstError ??= err;
+  }
   if (failed.length > 0) throw operationFailure('delete', failed[0]!, firstError, failed);
-  return { passphrasesDeleted, imagesDeleted };
+  return { passphrasesDeleted, imagesDeleted, deferredHosts };
 }

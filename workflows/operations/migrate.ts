@@ -1,14 +1,17 @@
 /**
  * Cold migrate (and resize, which is a cold migrate with a new flavor): stop on the source, move
  * the state as a verified archive through the image service, bring the guest up on the target
- * with the same UUID. The source state is not touched until confirm; a failure before then
- * cleans the target, deletes the staging archive and starts the guest on the source again. The
- * source is stopped before the target starts, so two hosts never run the guest.
+ * with the same UUID. The source state is not touched until confirm.
+ *
+ * Compensation never makes a second runner: the guest starts again on the source only after the
+ * target has been cleaned (its domain shown gone). When the target cannot be reached, the guest
+ * stays stopped, the operation says so, and the instance goes to `error` until an operator (or the
+ * target's returning agent) resolves it.
  */
-import { CancellationScope } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope } from '@temporalio/workflow';
 import type { GuestDefinition, InstanceSecret, StoredState } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
-import { controlSteps, hostLongSteps, hostSteps } from '../activity-options';
+import { controlSteps, hostCleanup, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
 import { ensureSecretOn } from './secret-step';
@@ -33,6 +36,8 @@ export interface MigrateInput {
   wasRunning: boolean;
   nextGeneration: number;
   shutdownDeadlineSeconds: number;
+  /** Names the set-aside of a reset, so its undo finds it even when the step's result was lost. */
+  asideTag: string;
 }
 
 export interface MigrateResult {
@@ -40,13 +45,8 @@ export interface MigrateResult {
   secret: InstanceSecret | null;
   generation: number;
   sha256: string | null;
-}
-
-async function stopAndSnapshot(input: MigrateInput): Promise<{ generation: number; sha256: string | null }> {
-  await hostLongSteps(input.source).shutdownDomain({ instanceUuid: input.instanceUuid, deadlineSeconds: input.shutdownDeadlineSeconds });
-  if (!input.hadVtpm) return { generation: input.expected?.generation ?? 0, sha256: null };
-  const record = await hostSteps(input.source).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
-  return { generation: record.generation, sha256: record.sha256 };
+  /** Where a same-host reset put the old state; revert brings it back. */
+  asidePath: string | null;
 }
 
 export async function migrateInstance(input: MigrateInput): Promise<MigrateResult> {
@@ -56,30 +56,45 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
   const owner = { project: input.project, instanceUuid: input.instanceUuid };
   const undo = new Compensations();
   let step = 'shutdownDomain';
+  let snapshot: { generation: number; sha256: string | null } | undefined;
+  // Set by the target's clean-up; until then the target may run the guest.
+  let targetClean = sameHost;
   try {
     if (input.wasRunning) {
       undo.add('restartOnSource', async () => {
+        if (!targetClean) throw new Error(`${input.target} was not shown clean`);
         if (input.secret !== null) await ensureSecretOn(input.source, input.instanceUuid, input.secret, input.secretSecurity);
         await source.startDomain({ instanceUuid: input.instanceUuid });
       });
     }
-    const snapshot = await stopAndSnapshot(input);
+    await hostLongSteps(input.source).shutdownDomain({ instanceUuid: input.instanceUuid, deadlineSeconds: input.shutdownDeadlineSeconds });
+    snapshot = { generation: input.expected?.generation ?? 0, sha256: input.expected?.sha256 ?? null };
+    if (input.hadVtpm) {
+      step = 'snapshotTpmState';
+      snapshot = await hostLongSteps(input.source).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
+    }
+    const taken = snapshot;
 
     let staging: StoredState | null = null;
     if (input.tpmState === 'carry' && !sameHost) {
       step = 'exportTpmState';
-      undo.add('deleteStagingImage', () =>
-        controlSteps.deleteStateImagesOf({ ...owner, kind: 'migration', generation: snapshot.generation }),
-      );
+      // The source keeps its state until confirm, so the staging copy is never the only one.
+      undo.add('deleteStagingImage', () => controlSteps.deleteStateImagesOf({ ...owner, kind: 'migration', generation: taken.generation }));
       const image = await hostLongSteps(input.source).exportTpmState({
         instanceUuid: input.instanceUuid,
         project: input.project,
-        generation: snapshot.generation,
+        generation: taken.generation,
         kind: 'migration',
       });
       staging = { imageId: image.id, project: image.project, sha256: image.sha256, generation: image.generation };
     }
 
+    if (!sameHost) {
+      undo.add('cleanTarget', async () => {
+        await hostCleanup(input.target).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
+        targetClean = true;
+      });
+    }
     let secret = input.secret;
     if (input.guest.vtpm !== undefined && input.secretSecurity !== null) {
       if (secret === null) {
@@ -88,16 +103,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
         secret = { ref, libvirtSecretUuid: input.guest.vtpm.secretUuid };
       }
       step = 'ensureVtpmSecret';
-      if (!sameHost) undo.add('removeTargetSecrets', () => target.removeInstanceSecrets({ instanceUuid: input.instanceUuid }));
       await ensureSecretOn(input.target, input.instanceUuid, secret, input.secretSecurity);
-    }
-
-    if (!sameHost) {
-      undo.add('cleanTarget', async () => {
-        await target.destroyDomain({ instanceUuid: input.instanceUuid });
-        await target.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false });
-        await target.purgeTpmState({ instanceUuid: input.instanceUuid });
-      });
     }
     if (staging !== null) {
       step = 'importTpmState';
@@ -111,27 +117,37 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
     if (sameHost) undo.add('restoreDefinition', () => source.defineDomain({ guest: input.previousGuest }));
     step = 'defineDomain';
     await target.defineDomain({ guest: input.guest });
+    let asidePath: string | null = null;
     if (input.tpmState === 'fresh') {
-      // A reset (or an added vTPM) starts from nothing; the old state is moved aside, not deleted.
-      step = 'resetTpmState';
-      await target.setAsideTpmState({ instanceUuid: input.instanceUuid, why: 'reset' });
+      // A reset (or an added vTPM) starts from nothing; the old state is moved aside, and back on undo.
+      step = 'setAsideTpmState';
+      if (sameHost) {
+        undo.add('restoreTpmState', () => source.restoreAsideTpmState({ instanceUuid: input.instanceUuid, tag: input.asideTag }));
+      }
+      asidePath = await target.setAsideTpmState({ instanceUuid: input.instanceUuid, why: input.asideTag });
     }
     if (input.wasRunning) {
       if (secret !== null && input.tpmState === 'carry') {
         step = 'checkTpmStateHealth';
         await hostLongSteps(input.target).checkTpmStateHealth({
           instanceUuid: input.instanceUuid,
-          expected: snapshot.sha256 ? { generation: snapshot.generation, sha256: snapshot.sha256 } : null,
+          expected: taken.sha256 ? { generation: taken.generation, sha256: taken.sha256 } : null,
           secretRef: secret.ref,
         });
       }
       step = 'startDomain';
+      if (sameHost) undo.add('stopOnHost', () => source.destroyDomain({ instanceUuid: input.instanceUuid }));
       await target.startDomain({ instanceUuid: input.instanceUuid });
     }
-    return { staging, secret, generation: snapshot.generation, sha256: snapshot.sha256 };
+    return { staging, secret, generation: taken.generation, sha256: taken.sha256, asidePath };
   } catch (err) {
     const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
-    throw operationFailure('migrate', step, err, leftBehind);
+    const stranded =
+      input.wasRunning && !targetClean
+        ? `${input.target} could not be cleaned, so the guest was NOT started again on ${input.source} (it might still run on ${input.target}); ` +
+          `${input.target}'s agent removes its copy itself when it returns; then run 'vtpmctl start ${input.instanceUuid}', which first checks that no other host runs it`
+        : undefined;
+    throw operationFailure('migrate', step, err, leftBehind, { ...(snapshot ? { state: snapshot } : {}), ...(stranded ? { stranded } : {}) });
   }
 }
 
@@ -141,21 +157,35 @@ export interface ConfirmInput {
   source: string;
   target: string;
   staging: StoredState | null;
+  /** Whether the guest ran before the migration, and so must run on the target now. */
+  wasRunning: boolean;
   /** A resize that removed the vTPM: the passphrase goes on confirm. */
   deletePassphrase: boolean;
 }
 
-/** The guest runs on the target: the source loses its copy of the state, and staging is deleted. */
+/**
+ * The guest runs on the target: the source loses its copy of the state, and staging is deleted.
+ * First the target must show the guest there (running, if it ran before): confirming a migration
+ * whose target lost the guest would delete the only good copy.
+ */
 export async function confirmMigration(input: ConfirmInput): Promise<void> {
-  const source = hostSteps(input.source);
-  let step = 'undefineDomain';
+  let step = 'domainStatus';
   try {
+    const status = await hostSteps(input.target).domainStatus({ instanceUuid: input.instanceUuid });
+    // Running, or powered off by the guest itself after it ran there; not crashed, destroyed or gone.
+    const ranThere = status !== null && (status.state === 'running' || (status.state === 'shut off' && status.reason === 'shutdown'));
+    if (status === null || (input.wasRunning && !ranThere)) {
+      throw ApplicationFailure.create({
+        type: 'TargetNotRunning',
+        message:
+          `the guest is ${status === null ? 'not defined' : `${status.state} (${status.reason})`} on ${input.target}, so ${input.source}'s copy of the state is kept; ` +
+          `revert the migration ('vtpmctl revert-migration ${input.instanceUuid}') or start it on ${input.target} first`,
+        nonRetryable: true,
+      });
+    }
     if (input.source !== input.target) {
-      await source.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false });
-      step = 'purgeTpmState';
-      await source.purgeTpmState({ instanceUuid: input.instanceUuid });
-      step = 'removeInstanceSecrets';
-      await source.removeInstanceSecrets({ instanceUuid: input.instanceUuid });
+      step = 'clearInstance';
+      await hostSteps(input.source).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
     }
     if (input.staging !== null) {
       step = 'deleteStateImage';
@@ -181,20 +211,24 @@ export interface RevertInput {
   secretSecurity: SecretSecurity | null;
   expected: { generation: number; sha256: string } | null;
   wasRunning: boolean;
+  /** A same-host reset's set-aside: the old state comes back. */
+  asideTag: string | null;
 }
 
-/** Back to the source with the state it had: the target is cleaned, the source starts again. */
+/** Back to the source with the state it had: the target is cleaned first, then the source starts. */
 export async function revertMigration(input: RevertInput): Promise<void> {
   const source = hostSteps(input.source);
-  const target = hostSteps(input.target);
   let step = 'destroyDomain';
   try {
-    await target.destroyDomain({ instanceUuid: input.instanceUuid });
     if (input.source !== input.target) {
-      step = 'cleanTarget';
-      await target.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false });
-      await target.purgeTpmState({ instanceUuid: input.instanceUuid });
-      await target.removeInstanceSecrets({ instanceUuid: input.instanceUuid });
+      step = 'clearInstance';
+      await hostSteps(input.target).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
+    } else {
+      await source.destroyDomain({ instanceUuid: input.instanceUuid });
+      if (input.asideTag !== null) {
+        step = 'restoreAsideTpmState';
+        await source.restoreAsideTpmState({ instanceUuid: input.instanceUuid, tag: input.asideTag });
+      }
     }
     step = 'defineDomain';
     await source.defineDomain({ guest: input.previousGuest });

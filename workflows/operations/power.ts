@@ -34,7 +34,7 @@ export async function stopInstance(input: StopInput): Promise<StopResult> {
     });
     if (!input.hasVtpm) return { graceful, generation: input.nextGeneration, sha256: null, backedUp: false };
     step = 'snapshotTpmState';
-    const record = await hostSteps(input.host).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
+    const record = await hostLongSteps(input.host).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
     return { graceful, generation: record.generation, sha256: record.sha256, backedUp: await backUp(input, record.generation) };
   } catch (err) {
     throw operationFailure('stop', step, err, []);

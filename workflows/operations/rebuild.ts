@@ -24,6 +24,8 @@ export interface RebuildInput {
   hadVtpm: boolean;
   nextGeneration: number;
   shutdownDeadlineSeconds: number;
+  /** Names the set-aside of a reset, so its undo finds it even when the step's result was lost. */
+  asideTag: string;
 }
 
 export interface RebuildResult {
@@ -36,7 +38,9 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
   const host = hostSteps(input.host);
   const undo = new Compensations();
   let step = 'shutdownDomain';
+  let state: { generation: number; sha256: string | null } | undefined;
   try {
+    // Same host, so starting the guest again here can never make a second runner.
     undo.add('restoreDefinition', async () => {
       await host.defineDomain({ guest: input.previousGuest });
       if (input.wasRunning) await host.startDomain({ instanceUuid: input.instanceUuid });
@@ -46,16 +50,18 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
     let sha256: string | null = null;
     if (input.hadVtpm) {
       step = 'snapshotTpmState';
-      const record = await host.snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
+      const record = await hostLongSteps(input.host).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
       generation = record.generation;
       sha256 = record.sha256;
+      state = { generation, sha256 };
     }
     step = 'defineDomain';
     await host.defineDomain({ guest: input.guest });
     let tpmSetAsideTo: string | null = null;
     if (input.resetTpm) {
       step = 'setAsideTpmState';
-      tpmSetAsideTo = await host.setAsideTpmState({ instanceUuid: input.instanceUuid, why: 'rebuild-reset' });
+      undo.add('restoreTpmState', () => host.restoreAsideTpmState({ instanceUuid: input.instanceUuid, tag: input.asideTag }));
+      tpmSetAsideTo = await host.setAsideTpmState({ instanceUuid: input.instanceUuid, why: input.asideTag });
       sha256 = null;
     }
     if (input.wasRunning) {
@@ -64,11 +70,12 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
         await ensureSecretOn(input.host, input.instanceUuid, input.secret, input.secretSecurity);
       }
       step = 'startDomain';
+      undo.add('stopOnHost', () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
       await host.startDomain({ instanceUuid: input.instanceUuid });
     }
     return { generation, sha256, tpmSetAsideTo };
   } catch (err) {
     const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
-    throw operationFailure('rebuild', step, err, leftBehind);
+    throw operationFailure('rebuild', step, err, leftBehind, state ? { state } : {});
   }
 }

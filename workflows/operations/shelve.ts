@@ -1,12 +1,12 @@
 /**
  * Shelve stores the vTPM state off-host and frees the host; unshelve brings it back on a host.
- * The stored archive is deleted only after the guest runs from it, since it is then the only
- * copy; the host copy is removed only after the archive is stored and verified.
+ * The host's copy is removed only after the archive is stored and verified, and the archive is
+ * deleted only after the guest runs from the imported copy: at every moment one copy is whole.
  */
 import { CancellationScope } from '@temporalio/workflow';
 import type { GuestDefinition, InstanceSecret, StoredState } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
-import { controlSteps, hostLongSteps, hostSteps } from '../activity-options';
+import { controlSteps, hostCleanup, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
 import { ensureSecretOn } from './secret-step';
@@ -15,6 +15,7 @@ export interface ShelveInput {
   instanceUuid: string;
   project: string;
   host: string;
+  guest: GuestDefinition;
   hasVtpm: boolean;
   wasRunning: boolean;
   secret: InstanceSecret | null;
@@ -25,7 +26,7 @@ export interface ShelveInput {
 
 export interface ShelveResult {
   shelved: StoredState | null;
-  /** Host clean-up steps that failed after the state was safely stored. */
+  /** Host clean-up that failed after the state was safely stored. */
   leftOnHost: string[];
 }
 
@@ -34,6 +35,7 @@ export async function shelveInstance(input: ShelveInput): Promise<ShelveResult> 
   const undo = new Compensations();
   let step = 'shutdownDomain';
   let shelved: StoredState | null = null;
+  let state: { generation: number; sha256: string | null } | undefined;
   try {
     if (input.wasRunning) {
       undo.add('restartOnHost', async () => {
@@ -44,8 +46,9 @@ export async function shelveInstance(input: ShelveInput): Promise<ShelveResult> 
     await hostLongSteps(input.host).shutdownDomain({ instanceUuid: input.instanceUuid, deadlineSeconds: input.shutdownDeadlineSeconds });
     if (input.hasVtpm) {
       step = 'snapshotTpmState';
-      await host.snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
+      state = await hostLongSteps(input.host).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
       step = 'exportTpmState';
+      // Deleting the archive is safe here: until the step below, the host keeps its whole state.
       undo.add('deleteShelveImage', () =>
         controlSteps.deleteStateImagesOf({ project: input.project, instanceUuid: input.instanceUuid, kind: 'shelve', generation: input.nextGeneration }),
       );
@@ -58,22 +61,19 @@ export async function shelveInstance(input: ShelveInput): Promise<ShelveResult> 
       shelved = { imageId: image.id, project: image.project, sha256: image.sha256, generation: image.generation };
     }
     step = 'undefineDomain';
-    await host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false });
+    // The definition goes, the state files stay: should this step fail, both copies are whole.
+    undo.add('defineDomain', () => host.defineDomain({ guest: input.guest }));
+    await host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: true });
   } catch (err) {
     const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
-    throw operationFailure('shelve', step, err, leftBehind);
+    throw operationFailure('shelve', step, err, leftBehind, state ? { state } : {});
   }
-  // The state is stored and the domain gone: shelving has happened. What follows frees the host.
+  // The state is stored and verified, the domain gone: shelving has happened. Now free the host.
   const leftOnHost: string[] = [];
-  for (const [name, cleanup] of [
-    ['purgeTpmState', () => host.purgeTpmState({ instanceUuid: input.instanceUuid })],
-    ['removeInstanceSecrets', () => host.removeInstanceSecrets({ instanceUuid: input.instanceUuid })],
-  ] as const) {
-    try {
-      await cleanup();
-    } catch {
-      leftOnHost.push(name);
-    }
+  try {
+    await hostCleanup(input.host).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
+  } catch {
+    leftOnHost.push('clearInstance');
   }
   return { shelved, leftOnHost };
 }
@@ -100,12 +100,8 @@ export async function unshelveInstance(input: UnshelveInput): Promise<{ storedDe
   const undo = new Compensations();
   let step = 'ensureVtpmSecret';
   try {
-    undo.add('cleanHost', async () => {
-      await host.destroyDomain({ instanceUuid: input.instanceUuid });
-      await host.undefineDomain({ instanceUuid: input.instanceUuid, keepTpm: false });
-      await host.purgeTpmState({ instanceUuid: input.instanceUuid });
-      await host.removeInstanceSecrets({ instanceUuid: input.instanceUuid });
-    });
+    // The archive is the only copy and is never touched here: purging the target is always safe.
+    undo.add('clearInstance', () => hostCleanup(input.host).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' }));
     if (input.secret !== null) await ensureSecretOn(input.host, input.instanceUuid, input.secret, input.secretSecurity);
     if (input.stored !== null) {
       step = 'importTpmState';

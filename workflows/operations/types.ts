@@ -53,13 +53,15 @@ export interface RebootInput extends InstanceTarget {
 export interface DeleteInput {
   instanceUuid: string;
   project: string;
-  /** Every host that may hold something of the instance (both sides of a pending migration). */
+  /** Every host that may hold something of the instance (the record's hosts). */
   hosts: string[];
 }
 
 export interface DeleteResult {
   passphrasesDeleted: number;
   imagesDeleted: number;
+  /** Hosts whose agent did not answer: each purges the instance itself when it returns. */
+  deferredHosts: string[];
 }
 
 export type { GuestDefinition, SecretReference };

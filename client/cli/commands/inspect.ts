@@ -1,4 +1,4 @@
-/** The commands that read: show, list, history, hosts. */
+/** The commands that read (show, list, history, hosts) and the host fence commands. */
 import type { Lifecycle } from '../../../domain/instance';
 import { instanceUuid, positionalCount, UsageError, wholeNumber } from '../args';
 import type { Command } from '../command';
@@ -103,4 +103,25 @@ const hostsCommand: Command = {
   },
 };
 
-export const inspectCommands: Command[] = [showCommand, listCommand, historyCommand, hostsCommand];
+function fenceCommand(name: 'fence-host' | 'unfence-host'): Command {
+  const fencing = name === 'fence-host';
+  return {
+    name,
+    summary: fencing
+      ? 'record that a host is down and stays out of service; with its agent lease expired, its instances may be evacuated'
+      : 'end a fence: the host takes instances again',
+    usage: `${name} <host> --reason TEXT`,
+    options: { reason: { type: 'string' } },
+    needsWorkers: true,
+    async run({ client, out, positionals, values }) {
+      const [host] = positionalCount(name, positionals, ['host']);
+      const reason = values.reason;
+      if (typeof reason !== 'string' || reason.trim() === '') throw new UsageError(`${name} needs --reason TEXT`, `vtpmctl ${name} ${host} --reason "why"`);
+      const state = fencing ? await client.fenceHost(host!, reason) : await client.unfenceHost(host!, reason);
+      out.result({ host, fence: state.fence, lease: state.lease }, fencing ? `${host} fenced: ${reason}` : `${host} unfenced: ${reason}`);
+      return ExitCode.ok;
+    },
+  };
+}
+
+export const inspectCommands: Command[] = [showCommand, listCommand, historyCommand, hostsCommand, fenceCommand('fence-host'), fenceCommand('unfence-host')];

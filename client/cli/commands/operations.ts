@@ -262,11 +262,20 @@ const simpleOperations: SimpleOperation[] = [
   },
   {
     name: 'evacuate',
-    summary: 'rebuild on another host from the newest off-host vTPM backup when the host is gone',
-    options: { to: { type: 'string' } },
-    flagsUsage: '--to HOST',
-    request: (c, requestId) => ({ requestId, target: requiredFlag(c, 'evacuate', 'to', 'host-b') }),
-    send: (c, uuid, request) => c.client.evacuate(uuid, { requestId: request.requestId, target: request.target as string }),
+    summary: 'rebuild on another host from the newest off-host vTPM backup when the host is lost (fenced, or --source-host-down)',
+    options: { to: { type: 'string' }, 'source-host-down': { type: 'boolean' } },
+    flagsUsage: '--to HOST [--source-host-down]',
+    request: (c, requestId) => ({
+      requestId,
+      target: requiredFlag(c, 'evacuate', 'to', 'host-b'),
+      ...(c.values['source-host-down'] === true ? { sourceHostDown: true } : {}),
+    }),
+    send: (c, uuid, request) =>
+      c.client.evacuate(uuid, {
+        requestId: request.requestId,
+        target: request.target as string,
+        ...(request.sourceHostDown === true ? { sourceHostDown: true } : {}),
+      }),
   },
   {
     name: 'delete',

@@ -1,0 +1,279 @@
+/**
+ * The engine's safety promises on the real stack (Temporal dev server, both libvirt hosts, swtpm,
+ * the embedded key manager and image service), each provoked for real and checked on the hosts:
+ * one operation at a time, no evacuation without proof, compensation that never makes a second
+ * runner, pre-flight before downtime, delete that leaves nothing, and a visible TPM rollback.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../config';
+import { LibvirtHost } from '../../activities/host/libvirt-host';
+import { fenceHostUpdate, hostRecordQuery, hostRecordWorkflowId, unfenceHostUpdate } from '../../workflows/host-record';
+import {
+  abortOperationUpdate,
+  bootUpdate,
+  deleteUpdate,
+  evacuateUpdate,
+  migrateUpdate,
+  operationWorkflowId,
+  rebootUpdate,
+  shelveUpdate,
+  startUpdate,
+  stopUpdate,
+  unshelveUpdate,
+  confirmMigrationUpdate,
+  type BootRequest,
+} from '../../workflows/instance';
+import {
+  asideCopies,
+  domainStates,
+  guestBootRequest,
+  guestUp,
+  leftovers,
+  newInstance,
+  recordOf,
+  startEngine,
+  startInstanceEntity,
+  type Engine,
+} from '../helpers/engine';
+import { ensureTestGuest, guestDir, markerValue } from '../helpers/guest';
+
+const LEASE_SECONDS = 3;
+const config = loadConfig({ ...process.env, VTPM_AGENT_LEASE_SECONDS: String(LEASE_SECONDS) });
+let engine: Engine;
+const id = () => ({ requestId: randomUUID() });
+
+beforeAll(async () => {
+  await ensureTestGuest(config);
+  engine = await startEngine(config);
+});
+
+afterAll(async () => {
+  await engine?.stop();
+});
+
+/** Boots the test guest so that it keeps running after it has read its NV value. */
+async function bootRunning(host: string, request?: Partial<BootRequest>) {
+  const init = newInstance(engine);
+  const handle = await startInstanceEntity(engine, init);
+  const value = `nv-${randomBytes(4).toString('hex')}`;
+  const base = guestBootRequest(engine, host, value);
+  const cmdline = `${(base.boot as { cmdline: string }).cmdline} vtpm.stay=1`;
+  const boot: BootRequest = { ...base, ...request, boot: { ...base.boot, cmdline, ...request?.boot } as BootRequest['boot'] };
+  await handle.executeUpdate(bootUpdate, { args: [boot] });
+  expect(markerValue(await guestUp(engine, host, init.instanceUuid), 'nvread')).toBe(value);
+  return { init, handle, value };
+}
+
+async function updateError(promise: Promise<unknown>): Promise<{ type: string; message: string }> {
+  try {
+    await promise;
+  } catch (err) {
+    const cause = (err as WorkflowUpdateFailedError).cause as { type?: string; message: string } | undefined;
+    return { type: cause?.type ?? (err as Error).name, message: cause?.message ?? (err as Error).message };
+  }
+  throw new Error('the update was expected to fail');
+}
+
+async function closeTimes(workflowId: string): Promise<{ start: number; close: number } | null> {
+  try {
+    const d = await engine.env.client.workflow.getHandle(workflowId).describe();
+    return { start: d.startTime.getTime(), close: d.closeTime?.getTime() ?? Number.POSITIVE_INFINITY };
+  } catch {
+    return null;
+  }
+}
+
+describe('one runner, one copy', () => {
+  it('runs 21 concurrent requests of mixed kinds one at a time, in arrival order, or refuses them', async () => {
+    const { init, handle, value } = await bootRunning('host-a');
+    const kinds = ['stop', 'start', 'reboot', 'migrate', 'confirmMigration', 'shelve', 'unshelve'] as const;
+    const sent = Array.from({ length: 21 }, (_, i) => ({ kind: kinds[i % kinds.length]!, requestId: `c${i}-${randomUUID().slice(0, 8)}` }));
+    const send = ({ kind, requestId }: (typeof sent)[number]) => {
+      switch (kind) {
+        case 'stop':
+          return handle.executeUpdate(stopUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 1 }] });
+        case 'start':
+          return handle.executeUpdate(startUpdate, { args: [{ requestId }] });
+        case 'reboot':
+          return handle.executeUpdate(rebootUpdate, { args: [{ requestId, hard: true }] });
+        case 'migrate':
+          return handle.executeUpdate(migrateUpdate, { args: [{ requestId, candidates: ['host-a', 'host-b'], shutdownDeadlineSeconds: 1 }] });
+        case 'confirmMigration':
+          return handle.executeUpdate(confirmMigrationUpdate, { args: [{ requestId }] });
+        case 'shelve':
+          return handle.executeUpdate(shelveUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 1 }] });
+        case 'unshelve':
+          return handle.executeUpdate(unshelveUpdate, { args: [{ requestId, host: 'host-a' }] });
+      }
+    };
+    const results = await Promise.allSettled(sent.map(send));
+
+    // Every request either ran as a child workflow or was refused with a typed reason.
+    const ran: Array<{ requestId: string; start: number; close: number }> = [];
+    for (const [i, { kind, requestId }] of sent.entries()) {
+      const times = await closeTimes(operationWorkflowId(init.instanceUuid, kind, requestId));
+      if (times) ran.push({ requestId, ...times });
+      else {
+        expect(results[i]!.status, `${kind} ${requestId} has no child yet did not fail`).toBe('rejected');
+        const reason = ((results[i] as PromiseRejectedResult).reason as WorkflowUpdateFailedError).cause as { type?: string } | undefined;
+        expect(reason?.type, `${kind} ${requestId}`).toMatch(/^(OperationRefused|InvalidRequest|NoTargetHost)$/);
+      }
+    }
+    console.log(`concurrency: ${ran.length} of ${sent.length} requests ran, ${sent.length - ran.length} were refused`);
+    expect(ran.length).toBeGreaterThanOrEqual(5);
+
+    // Never two at once: each child starts after the one before it closed.
+    const byStart = [...ran].sort((a, b) => a.start - b.start);
+    for (let i = 1; i < byStart.length; i++) {
+      expect(byStart[i]!.start, `${byStart[i]!.requestId} started before ${byStart[i - 1]!.requestId} closed`).toBeGreaterThanOrEqual(byStart[i - 1]!.close);
+    }
+    // In arrival order: the order the entity accepted the updates is the order their children ran.
+    const accepted: string[] = [];
+    for (const event of (await handle.fetchHistory()).events ?? []) {
+      const payload = event.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.args?.payloads?.[0]?.data;
+      if (payload) accepted.push((JSON.parse(new TextDecoder().decode(payload)) as { requestId: string }).requestId);
+    }
+    const ranIds = new Set(ran.map((r) => r.requestId));
+    expect(byStart.map((r) => r.requestId)).toEqual(accepted.filter((requestId) => ranIds.has(requestId)));
+
+    // The record agrees with the hosts: the guest runs where the record says, and only there.
+    const record = await recordOf(handle);
+    const running = Object.entries(await domainStates(engine, init.instanceUuid)).filter(([, s]) => s === 'running').map(([h]) => h);
+    expect(running).toEqual(record.lifecycle === 'active' || record.lifecycle === 'verify-migration' ? [record.host] : []);
+    if (record.lifecycle === 'active') expect(markerValue(await guestUp(engine, record.host!, init.instanceUuid), 'nvread')).toBe(value);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 900_000);
+
+  it('evacuates only off a host proven lost; the returning agent sets the stale copy aside', async () => {
+    const { init, handle, value } = await bootRunning('host-b');
+    await handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 1 }] });
+    await handle.executeUpdate(startUpdate, { args: [id()] });
+    await guestUp(engine, 'host-b', init.instanceUuid);
+
+    // Only host-b's agent stops: the guest goes on running there.
+    await engine.stopAgent('host-b');
+    const refused = await updateError(handle.executeUpdate(evacuateUpdate, { args: [{ ...id(), target: 'host-a' }] }));
+    expect(refused.type).toBe('SourceHostNotFenced');
+    expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': null, 'host-b': 'running' });
+    expect((await recordOf(handle)).lastError).toBeNull();
+
+    // The operator fences host-b and its lease runs out: now it is lost.
+    const hostB = engine.env.client.workflow.getHandle(hostRecordWorkflowId('host-b'));
+    await hostB.executeUpdate(fenceHostUpdate, { args: [{ reason: 'test: host-b powered off' }] });
+    await new Promise((resolve) => setTimeout(resolve, (LEASE_SECONDS + 1) * 1000));
+    const evacuated = await handle.executeUpdate(evacuateUpdate, { args: [{ ...id(), target: 'host-a' }] });
+    expect(evacuated.record).toMatchObject({ host: 'host-a', lifecycle: 'active', tpmRollback: { toGeneration: 1 } });
+    expect(evacuated.record.tpmRollback!.why).toContain('evacuated from host-b');
+    expect(markerValue(await guestUp(engine, 'host-a', init.instanceUuid), 'nvread')).toBe(value);
+
+    // host-b's agent comes back: before taking work it destroys its copy and sets the state aside.
+    const agent = await engine.startAgent('host-b');
+    expect(agent.reconciliation.actions.join('\n')).toContain(init.instanceUuid);
+    expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': 'running', 'host-b': null });
+    const hostBConfig = config.hosts.find((h) => h.name === 'host-b')!;
+    expect(fs.existsSync(path.join(hostBConfig.swtpmStateDir, init.instanceUuid, 'tpm2'))).toBe(false);
+    expect(asideCopies(engine, 'host-b', init.instanceUuid).length).toBeGreaterThan(0);
+    const hostRecord = await hostB.query(hostRecordQuery);
+    expect(hostRecord.reconciliations.at(-1)!.actions.join('\n')).toContain(init.instanceUuid);
+    await hostB.executeUpdate(unfenceHostUpdate, { args: [{ reason: 'test: host-b back' }] });
+
+    // Delete after evacuate leaves nothing on either host, set-aside copies included.
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 600_000);
+
+  it('does not restart the source when the target cannot be cleaned, and recovers once the target agent returns', async () => {
+    const { init, handle, value } = await bootRunning('host-a');
+    // The guest starts on host-b, then host-b's agent goes away before the step's result is reported.
+    const stall = { activity: 'startDomain', when: 'after' as const, action: 'stall' as const, taskQueue: 'vtpm-host-host-b' };
+    engine.faults.faults.push(stall);
+    const migrating = handle.executeUpdate(migrateUpdate, { args: [{ ...id(), target: 'host-b', shutdownDeadlineSeconds: 1 }] });
+    await guestUp(engine, 'host-b', init.instanceUuid);
+    await engine.stopAgent('host-b');
+    engine.faults.faults.splice(engine.faults.faults.indexOf(stall), 1);
+    // The operator gives up on the stuck step; compensation cannot reach host-b.
+    await handle.executeUpdate(abortOperationUpdate, { args: [{ reason: 'test: host-b agent is gone' }] });
+    const failed = await updateError(migrating);
+    expect(failed.message).toMatch(/NOT started again on host-a/);
+    expect(failed.message).toContain(`vtpmctl start ${init.instanceUuid}`);
+    expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': 'shut off', 'host-b': 'running' });
+    const record = await recordOf(handle);
+    expect(record).toMatchObject({ lifecycle: 'error', host: 'host-a' });
+    expect(record.hosts).toEqual(expect.arrayContaining(['host-a', 'host-b']));
+    expect(record.stateGeneration).toBeGreaterThan(0);
+    expect(record.stateSha256).toMatch(/^[0-9a-f]{64}$/);
+
+    // While host-b cannot answer, start refuses: it might run there.
+    expect((await updateError(handle.executeUpdate(startUpdate, { args: [id()] }))).type).toBe('OtherHostUnreachable');
+
+    await engine.startAgent('host-b');
+    expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': 'shut off', 'host-b': null });
+    await handle.executeUpdate(startUpdate, { args: [id()] });
+    expect(markerValue(await guestUp(engine, 'host-a', init.instanceUuid), 'nvread')).toBe(value);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 600_000);
+
+  it('refuses a migration to a host that lacks the kernel file in seconds, with the guest still running', async () => {
+    const own = path.join(guestDir(config), `vmlinuz-${randomUUID().slice(0, 8)}`);
+    fs.copyFileSync(path.join(guestDir(config), 'vmlinuz'), own);
+    const { init, handle } = await bootRunning('host-a', { boot: { kernel: own } as BootRequest['boot'] });
+    fs.rmSync(own);
+    const started = Date.now();
+    const refused = await updateError(handle.executeUpdate(migrateUpdate, { args: [{ ...id(), target: 'host-b' }] }));
+    const seconds = (Date.now() - started) / 1000;
+    console.log(`pre-flight refused the migration in ${seconds.toFixed(1)} s: ${refused.message}`);
+    expect(refused.message).toContain(own);
+    expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': 'running', 'host-b': null });
+    const record = await recordOf(handle);
+    expect(record).toMatchObject({ lifecycle: 'active', host: 'host-a', lastError: null });
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 300_000);
+
+  it('refuses boot files outside the image roots, devices and state folders at request time, creating nothing', async () => {
+    const stateFile = path.join(config.hosts[0]!.swtpmStateDir, randomUUID(), 'tpm2', 'tpm2-00.permall');
+    for (const [field, file] of [
+      ['initrd', '/root/.bashrc'],
+      ['initrd', '/etc/shadow'],
+      ['kernel', '/dev/sda'],
+      ['initrd', stateFile],
+      ['kernel', `${guestDir(config)}/../guest/vmlinuz`],
+      ['initrd', path.join(config.hosts[0]!.agentDir, 'work', 'x')],
+    ] as const) {
+      const init = newInstance(engine);
+      const handle = await startInstanceEntity(engine, init);
+      const request = guestBootRequest(engine, 'host-a', 'never');
+      request.boot = { ...request.boot, [field]: file };
+      const refused = await updateError(handle.executeUpdate(bootUpdate, { args: [request] }));
+      expect(refused.message, `${field} ${file}`).toContain(file.startsWith('/') ? path.basename(file) : file);
+      expect(await recordOf(handle)).toMatchObject({ lifecycle: 'new', host: null, lastError: null });
+      expect(await leftovers(engine, init)).toEqual([]);
+      await handle.terminate('test done');
+    }
+  }, 300_000);
+
+  it('marks a start that restored an older state generation in the record and the outcome', async () => {
+    const { init, handle, value } = await bootRunning('host-a');
+    await handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 1 }] });
+    await handle.executeUpdate(startUpdate, { args: [id()] });
+    await guestUp(engine, 'host-a', init.instanceUuid);
+    const stopped = await handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 1 }] });
+    expect(stopped.record.stateGeneration).toBe(2);
+    // Damage the live state on the host, and the newest kept generation with it.
+    const permall = path.join(config.hosts[0]!.swtpmStateDir, init.instanceUuid, 'tpm2', 'tpm2-00.permall');
+    fs.writeFileSync(permall, randomBytes(64));
+    fs.writeFileSync(path.join(config.hosts[0]!.agentDir, 'generations', init.instanceUuid, '0000000002.tar'), randomBytes(1024));
+    const started = await handle.executeUpdate(startUpdate, { args: [id()] });
+    expect(started.message).toMatch(/ROLLED BACK from generation 2 to 1/);
+    expect(started.record.tpmRollback).toMatchObject({ fromGeneration: 2, toGeneration: 1 });
+    expect(markerValue(await guestUp(engine, 'host-a', init.instanceUuid), 'nvread')).toBe(value);
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 300_000);
+});

@@ -1,0 +1,188 @@
+/** The entity's power family: boot, stop, start, reboot, and delete. */
+import { setHandler, uuid4 } from '@temporalio/workflow';
+import { checkBootSpecPaths } from '../../domain/boot-paths';
+import { leaveHost, touchHost, type InstanceRecord } from '../../domain/instance';
+import { resolveVtpmRequest } from '../../domain/vtpm-request';
+import { leftBehindOf } from '../failures';
+import { bootInstance } from '../operations/boot';
+import { deleteInstance } from '../operations/delete';
+import { rebootInstance, startInstance, stopInstance } from '../operations/power';
+import { preflight, refused, requireHost, runsNowhereElse, type EntityContext } from './context';
+import { guestDefinition } from './guest';
+import { bootUpdate, deleteUpdate, rebootUpdate, startUpdate, stopUpdate, type BootRequest } from './messages';
+
+export const DEFAULT_SHUTDOWN_DEADLINE_SECONDS = 60;
+const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/;
+
+export function checkHostName(field: string, host: unknown): string {
+  if (typeof host !== 'string' || !hostNamePattern.test(host)) {
+    throw refused('InvalidRequest', `${field} ${JSON.stringify(String(host).slice(0, 80))} is not a host name`);
+  }
+  return host;
+}
+
+export function checkShutdownDeadline(value: unknown): void {
+  if (value !== undefined && (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 3600)) {
+    throw refused('InvalidRequest', 'shutdownDeadlineSeconds must be a whole number of seconds from 0 to 3600');
+  }
+}
+
+function checkBootRequest(request: BootRequest): void {
+  checkHostName('host', request.host);
+  const { memoryMiB, vcpus } = request.flavor ?? {};
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 16 || !Number.isInteger(vcpus) || vcpus < 1) {
+    throw refused('InvalidRequest', 'flavor.memoryMiB (>= 16) and flavor.vcpus (>= 1) must be whole numbers');
+  }
+  checkBootSpecPaths(request.boot);
+  resolveVtpmRequest(request.flavor, request.image);
+}
+
+function rolledBack(r: InstanceRecord, to: number, why: string): InstanceRecord['tpmRollback'] {
+  return { fromGeneration: r.stateGeneration, toGeneration: to, why, at: new Date().toISOString() };
+}
+
+export function installPowerHandlers(ctx: EntityContext): void {
+  setHandler(
+    bootUpdate,
+    (request) =>
+      ctx.run(
+        'boot',
+        request.requestId,
+        async () => {
+          const vtpm = resolveVtpmRequest(request.flavor, request.image);
+          const guest = guestDefinition(ctx.record(), request.flavor, request.boot, vtpm, uuid4());
+          await preflight(request.host, guest, vtpm);
+          ctx.update((r) => touchHost({ ...r, host: request.host, flavor: request.flavor, image: request.image, vtpm, guest }, request.host));
+          const r = ctx.record();
+          const result = await ctx.child(
+            bootInstance,
+            'boot',
+            request.requestId,
+            { instanceUuid: r.instanceUuid, project: r.project, host: request.host, secretSecurity: vtpm?.secretSecurity ?? null, guest },
+            request,
+          );
+          return {
+            message: `booted on ${request.host}${vtpm ? ` with a TPM ${vtpm.version} ${vtpm.model}` : ' without a vTPM'}`,
+            apply: (rec) => ({ ...rec, lifecycle: 'active', secret: result.secret }),
+          };
+        },
+        // Fully undone: the instance is new again. Something left behind: delete cleans it up.
+        (r, err) =>
+          leftBehindOf(err).length === 0
+            ? leaveHost({ ...r, host: null, flavor: null, image: null, vtpm: null, guest: null }, request.host)
+            : { ...r, lifecycle: 'error' },
+      ),
+    { validator: (request) => ctx.validate('boot', request?.requestId, () => checkBootRequest(request)) },
+  );
+
+  setHandler(
+    stopUpdate,
+    (request) =>
+      ctx.run('stop', request.requestId, async () => {
+        const r = ctx.record();
+        const result = await ctx.child(
+          stopInstance,
+          'stop',
+          request.requestId,
+          {
+            instanceUuid: r.instanceUuid,
+            project: r.project,
+            host: requireHost(r),
+            hasVtpm: r.vtpm !== null,
+            nextGeneration: r.stateGeneration + 1,
+            shutdownDeadlineSeconds: request.shutdownDeadlineSeconds ?? DEFAULT_SHUTDOWN_DEADLINE_SECONDS,
+          },
+          request,
+        );
+        const backup = r.vtpm === null ? '' : result.backedUp ? '; backed up off-host' : '; the off-host backup FAILED (evacuate would fall back to an older one; the next stop tries again)';
+        return {
+          message: `stopped${result.graceful ? '' : ' (destroyed after the shutdown deadline)'}; state generation ${result.generation}${backup}`,
+          apply: (rec) => ({ ...rec, lifecycle: 'stopped', stateGeneration: result.generation, stateSha256: result.sha256 }),
+        };
+      }),
+    { validator: (request) => ctx.validate('stop', request?.requestId, () => checkShutdownDeadline(request.shutdownDeadlineSeconds)) },
+  );
+
+  setHandler(
+    startUpdate,
+    (request) =>
+      ctx.run('start', request.requestId, async () => {
+        const r = ctx.record();
+        const host = requireHost(r);
+        await runsNowhereElse(r, host);
+        const result = await ctx.child(
+          startInstance,
+          'start',
+          request.requestId,
+          {
+            instanceUuid: r.instanceUuid,
+            project: r.project,
+            host,
+            secret: r.secret,
+            secretSecurity: r.vtpm?.secretSecurity ?? null,
+            expected: r.stateSha256 ? { generation: r.stateGeneration, sha256: r.stateSha256 } : null,
+          },
+          request,
+        );
+        const restored = result.restoredGeneration;
+        const rollback = restored !== undefined && restored < r.stateGeneration;
+        return {
+          message: rollback
+            ? `started, but the TPM ROLLED BACK from generation ${r.stateGeneration} to ${restored}: ${result.health}`
+            : `started; vTPM state ${result.health}`,
+          apply: (rec) => ({
+            ...rec,
+            lifecycle: 'active',
+            ...(restored !== undefined ? { stateGeneration: restored, stateSha256: result.restoredSha256 ?? null } : {}),
+            ...(rollback ? { tpmRollback: rolledBack(rec, restored, result.health) } : {}),
+          }),
+        };
+      }),
+    { validator: (request) => ctx.validate('start', request?.requestId) },
+  );
+
+  setHandler(
+    rebootUpdate,
+    (request) =>
+      ctx.run('reboot', request.requestId, async () => {
+        const r = ctx.record();
+        await ctx.child(
+          rebootInstance,
+          'reboot',
+          request.requestId,
+          { instanceUuid: r.instanceUuid, project: r.project, host: requireHost(r), hard: request.hard === true },
+          request,
+        );
+        return { message: `${request.hard ? 'hard' : 'soft'} reboot done; vTPM state kept`, apply: (rec) => rec };
+      }),
+    {
+      validator: (request) =>
+        ctx.validate('reboot', request?.requestId, () => {
+          if (typeof request.hard !== 'boolean') throw refused('InvalidRequest', 'hard must be true or false');
+        }),
+    },
+  );
+
+  setHandler(
+    deleteUpdate,
+    (request) =>
+      ctx.run(
+        'delete',
+        request.requestId,
+        async () => {
+          const r = ctx.record();
+          const hosts = [...new Set([...(r.hosts ?? []), r.host, r.migration?.source].filter((h): h is string => typeof h === 'string'))];
+          const result = await ctx.child(deleteInstance, 'delete', request.requestId, { instanceUuid: r.instanceUuid, project: r.project, hosts }, request);
+          const deferred = result.deferredHosts.length
+            ? `; ${result.deferredHosts.join(', ')} did not answer: each purges the instance itself when its agent returns`
+            : '';
+          return {
+            message: `deleted (${result.passphrasesDeleted} passphrase(s), ${result.imagesDeleted} image(s) removed)${deferred}`,
+            apply: (rec) => ({ ...rec, lifecycle: 'deleted', secret: null, hosts: result.deferredHosts }),
+          };
+        },
+        (rec) => ({ ...rec, lifecycle: 'error' }),
+      ),
+    { validator: (request) => ctx.validate('delete', request?.requestId) },
+  );
+}
