@@ -57,8 +57,8 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
   const undo = new Compensations();
   let step = 'shutdownDomain';
   let snapshot: { generation: number; sha256: string | null } | undefined;
-  // Set by the target's clean-up; until then the target may run the guest.
-  let targetClean = sameHost;
+  // False from the first step that touches the target until its clean-up has succeeded.
+  let targetClean = true;
   try {
     if (input.wasRunning) {
       undo.add('restartOnSource', async () => {
@@ -90,6 +90,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
     }
 
     if (!sameHost) {
+      targetClean = false;
       undo.add('cleanTarget', async () => {
         await hostCleanup(input.target).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
         targetClean = true;
