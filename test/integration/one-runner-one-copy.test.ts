@@ -40,6 +40,7 @@ import {
   type Engine,
 } from '../helpers/engine';
 import { ensureTestGuest, guestDir, markerValue } from '../helpers/guest';
+import { vtpmctlAt } from '../helpers/vtpmctl';
 
 const LEASE_SECONDS = 3;
 const config = loadConfig({ ...process.env, VTPM_AGENT_LEASE_SECONDS: String(LEASE_SECONDS) });
@@ -272,6 +273,11 @@ describe('one runner, one copy', () => {
     const started = await handle.executeUpdate(startUpdate, { args: [id()] });
     expect(started.message).toMatch(/ROLLED BACK from generation 2 to 1/);
     expect(started.record.tpmRollback).toMatchObject({ fromGeneration: 2, toGeneration: 1 });
+    // What an operator sees.
+    const shown = await vtpmctlAt(engine.env.address, ['show', init.instanceUuid, '--json']);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.json.instance.tpmRollback).toMatchObject({ fromGeneration: 2, toGeneration: 1 });
+    expect((await vtpmctlAt(engine.env.address, ['show', init.instanceUuid])).stdout).toMatch(/TPM rolled back from generation 2 to 1 at \S+: restored generation 1/);
     expect(markerValue(await guestUp(engine, 'host-a', init.instanceUuid), 'nvread')).toBe(value);
     await handle.executeUpdate(deleteUpdate, { args: [id()] });
     expect(await leftovers(engine, init)).toEqual([]);
