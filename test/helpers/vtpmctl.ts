@@ -15,11 +15,11 @@ export interface VtpmctlRun {
 }
 
 /** Runs vtpmctl against the Temporal server at `address`; `env` entries set to undefined are removed. */
-export function vtpmctlAt(address: string, args: string[], env: Record<string, string | undefined> = {}): Promise<VtpmctlRun> {
+export function vtpmctlAt(address: string, args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 280_000): Promise<VtpmctlRun> {
   const merged: Record<string, string | undefined> = { ...process.env, TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: 'default', ...env };
   const childEnv = Object.fromEntries(Object.entries(merged).filter((e): e is [string, string] => e[1] !== undefined));
   return new Promise((resolve) => {
-    execFile(tsx, [entry, ...args], { env: childEnv, cwd: root, timeout: 170_000 }, (err, stdout, stderr) => {
+    execFile(tsx, [entry, ...args], { env: childEnv, cwd: root, timeout: timeoutMs }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       let json: unknown = undefined;
       if (args.includes('--json')) {

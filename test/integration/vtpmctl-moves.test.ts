@@ -3,7 +3,6 @@
  * real stack: migrate with confirm and revert, resize, rebuild, shelve and unshelve, abort of a
  * stuck migration and its retry, and evacuation from a lost host.
  */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,34 +13,12 @@ import { hostActivitiesFor } from '../../workers/host-agent';
 import { reportHost } from '../../workers/report-host';
 import { startEngine, type Engine } from '../helpers/engine';
 import { ensureTestGuest, guestDir } from '../helpers/guest';
+import { vtpmctlAt } from '../helpers/vtpmctl';
 
 const config = loadConfig();
-const root = path.resolve(__dirname, '../..');
-const tsx = path.join(root, 'node_modules/.bin/tsx');
-const entry = path.join(root, 'client/cli/vtpmctl.ts');
 let engine: Engine;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-  json: any;
-}
-
-function vtpmctl(args: string[]): Promise<Run> {
-  const env = { ...process.env, TEMPORAL_ADDRESS: engine.env.address, TEMPORAL_NAMESPACE: 'default' };
-  return new Promise((resolve) => {
-    execFile(tsx, [entry, ...args], { env, cwd: root, timeout: 280_000 }, (err, stdout, stderr) => {
-      let json: unknown;
-      try {
-        json = args.includes('--json') ? JSON.parse(stdout) : undefined;
-      } catch {
-        json = { unparsable: stdout, stderr };
-      }
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr, json });
-    });
-  });
-}
+const vtpmctl = (args: string[]) => vtpmctlAt(engine.env.address, args);
 
 function guestArgs(): string[] {
   const dir = guestDir(config);
