@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { FORBIDDEN_BOOT_FOLDERS, isWithin } from './domain/boot-paths';
+import { isHostName } from './domain/input-guards';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -207,15 +208,13 @@ function keystoneSettings(env: Env, users: string[]): KeystoneSettings | null {
   };
 }
 
-const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/;
-
 /**
  * A compute host of a fleet, described by its agent's environment: VTPM_HOST_NAME names it (its
  * task queue is vtpm-host-<name>); libvirt, swtpm state and the agent's folder default to the
  * system locations.
  */
 function fleetHost(env: Env, name: string): LocalHost {
-  if (!hostNamePattern.test(name)) {
+  if (!isHostName(name)) {
     throw new ConfigError('VTPM_HOST_NAME', `'${name}' is not a host name (letters, digits, '.' and '-', at most 63)`);
   }
   const modes = text(env, 'VTPM_SECRET_SECURITY_MODES', 'user,host,deployment').split(',').map((m) => m.trim());

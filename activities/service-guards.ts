@@ -3,15 +3,13 @@
  * arrive from workflow payloads, where TypeScript types no longer hold, and a project such as
  * `../x` must never become a path.
  */
-import { isUuid, quote } from '../domain/input-guards';
+import { isProjectId, isUuid, quote } from '../domain/input-guards';
 import { ServiceRequestRejected, type ServiceName } from './service-errors';
 
-/** Keystone project ids are 32 hex digits; the test stack uses readable names. Both fit. */
-const PROJECT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 
 export function checkProject(service: ServiceName, project: unknown): string {
-  if (typeof project !== 'string' || !PROJECT_PATTERN.test(project)) {
+  if (typeof project !== 'string' || !isProjectId(project)) {
     throw new ServiceRequestRejected(service, `project ${quote(project)} is not a project id (letters, digits, '-' and '_', at most 64)`, {
       field: 'project',
     });

@@ -14,9 +14,11 @@ export abstract class VtpmClientError extends Error {
 }
 
 /**
- * The engine would not run the request, and nothing was done: a validator rejected it (invalid
- * flavor/image, wrong lifecycle state, bad input) or a pre-flight check refused it (a host without
- * the required traits, an unreachable host). Re-sending the same request gets the same answer.
+ * The engine would not run the request, and nothing was done: the request rules refused a field
+ * (`field` names it; the client checks every request before sending it, and the entity checks it
+ * again), a validator rejected it (invalid flavor/image, wrong lifecycle state) or a pre-flight
+ * check refused it (a host without the required traits, an unreachable host). Re-sending the same
+ * request gets the same answer while the facts it was refused for stay the same.
  */
 export class OperationRefused extends VtpmClientError {
   override readonly name = 'OperationRefused';
@@ -27,6 +29,8 @@ export class OperationRefused extends VtpmClientError {
     readonly instanceUuid: string,
     readonly operation: string,
     readonly next: string = `look at the instance with: vtpmctl show ${instanceUuid}`,
+    /** The request field that was refused (`host`, `flavor.memoryMiB`, ...), when one was. */
+    readonly field?: string,
   ) {
     super(message);
   }

@@ -38,8 +38,9 @@ export function instancesQuery(filter: InstanceFilter = {}): string {
   const closedToo = filter.includeDeleted === true || filter.lifecycle === 'deleted';
   return clauses([
     `WorkflowType = ${literal(instance.name)}`,
-    // A long-lived instance has closed runs behind it, one per continue-as-new.
-    closedToo ? `ExecutionStatus != 'ContinuedAsNew'` : `ExecutionStatus = 'Running'`,
+    // A long-lived instance has closed runs behind it, one per continue-as-new; an entity that
+    // completed while new ended by itself when its first boot was refused: it never was an instance.
+    closedToo ? `ExecutionStatus != 'ContinuedAsNew' AND (ExecutionStatus != 'Completed' OR VtpmLifecycleState != 'new')` : `ExecutionStatus = 'Running'`,
     filter.project !== undefined && `VtpmProject = ${literal(filter.project)}`,
     filter.host !== undefined && `VtpmHost = ${literal(filter.host)}`,
     filter.lifecycle !== undefined && `VtpmLifecycleState = ${literal(filter.lifecycle)}`,

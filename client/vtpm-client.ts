@@ -17,9 +17,19 @@ import {
 } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
-import { isVtpmError } from '../domain/errors';
+import { isVtpmError, type VtpmError } from '../domain/errors';
 import { checkHostProvides } from '../domain/host-check';
 import type { InstanceRecord } from '../domain/instance';
+import {
+  REQUEST_FIELDS,
+  checkAbortRequest,
+  checkBootRequest,
+  checkInstanceStart,
+  checkInstanceUuid,
+  checkRequest,
+  isRequestKind,
+} from '../domain/request-rules';
+import type { InstanceStart } from '../domain/requests';
 import { resolveVtpmRequest } from '../domain/vtpm-request';
 import type { HostCapabilities } from '../domain/host-capabilities';
 import { fenceHostUpdate, hostRecordQuery, hostRecordWorkflowId, hostReportQuery, unfenceHostUpdate, type HostRecordState } from '../workflows/host-record';
@@ -219,50 +229,81 @@ export class VtpmClient {
 
   /**
    * Boots a new instance: starts its entity workflow if it is not running yet, then asks it to
-   * boot. A request the vTPM rules refuse is refused here, before the entity is created.
+   * boot. Every field of the request and of the instance's identity is checked first, with the
+   * rules the entity applies, and a boot they refuse is refused here, before the entity is created.
    */
   async boot(instanceUuid: string, request: BootRequest, owner: InstanceOwner): Promise<OperationHandle> {
-    await this.precheckBoot(instanceUuid, request);
-    const start = new WithStartWorkflowOperation(instance, {
-      workflowId: instanceWorkflowId(instanceUuid),
-      taskQueue: controlTaskQueue,
-      args: [{ instanceUuid, project: owner.project, name: owner.name }],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      // A deleted instance stays deleted: its id cannot be booted again.
-      workflowIdReusePolicy: 'REJECT_DUPLICATE',
-    });
-    return this.accepted(instanceUuid, 'boot', request.requestId, () =>
+    const init = this.checked(instanceUuid, 'boot', () =>
+      checkInstanceStart({ instanceUuid, project: owner?.project, name: owner?.name, startedForBoot: true }),
+    );
+    const checked = this.checked(instanceUuid, 'boot', () => checkBootRequest(request));
+    await this.precheckHost(instanceUuid, checked);
+    return this.accepted(instanceUuid, 'boot', checked.requestId, () => this.bootWithStart(init, checked));
+  }
+
+  /**
+   * update-with-start creates the entity even when the entity then refuses the boot (in its
+   * validator or its pre-flight); such an entity ends by itself, having held nothing, and its UUID
+   * stays free. The same request id sent again gets the refusal back from the closed run (Temporal
+   * keeps an update id's outcome); a new request id starts a new entity. A deleted (or otherwise
+   * closed) instance's UUID is never booted again.
+   */
+  private async bootWithStart(init: InstanceStart, request: BootRequest): Promise<WorkflowUpdateHandle<OperationOutcome>> {
+    const send = (workflowIdReusePolicy: 'REJECT_DUPLICATE' | 'ALLOW_DUPLICATE') =>
       this.temporal.workflow.startUpdateWithStart(bootUpdate, {
         args: [request],
         updateId: updateIdOf('boot', request.requestId),
         waitForStage: 'ACCEPTED',
-        startWorkflowOperation: start,
-      }),
-    );
+        startWorkflowOperation: new WithStartWorkflowOperation(instance, {
+          workflowId: instanceWorkflowId(init.instanceUuid),
+          taskQueue: controlTaskQueue,
+          args: [init],
+          workflowIdConflictPolicy: 'USE_EXISTING',
+          workflowIdReusePolicy,
+        }),
+      });
+    try {
+      return await send('REJECT_DUPLICATE');
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError && (await this.neverBooted(init.instanceUuid))) return send('ALLOW_DUPLICATE');
+      throw err;
+    }
+  }
+
+  /** The instance's entity ended without ever holding anything: its first boot was refused. */
+  private async neverBooted(instanceUuid: string): Promise<boolean> {
+    try {
+      const description = await this.temporal.workflow.getHandle(instanceWorkflowId(instanceUuid)).describe();
+      return description.status.name === 'COMPLETED' && description.typedSearchAttributes.get(VtpmLifecycleState) === 'new';
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return false;
+      return rethrowUnreachable(err, this.settings);
+    }
   }
 
   /**
-   * The entity's validator and its host check decide; these are the same rules (the same domain
-   * functions) run here first, so that a boot they refuse does not leave an empty entity behind.
-   * The host check uses what the host last reported, and is skipped when it has not reported.
+   * The entity's host check decides; the same domain rule runs here first, on what the host last
+   * reported (skipped when it has not reported), so that a boot it refuses creates nothing.
    */
-  private async precheckBoot(instanceUuid: string, request: BootRequest): Promise<void> {
+  private async precheckHost(instanceUuid: string, request: BootRequest): Promise<void> {
+    const vtpm = resolveVtpmRequest(request.flavor, request.image);
+    if (vtpm === null) return;
+    // Best effort: without an answer, the entity's own host check decides.
+    const report = await this.temporal.workflow
+      .getHandle(hostRecordWorkflowId(request.host))
+      .query(hostReportQuery)
+      .catch(() => null);
+    if (report) this.checked(instanceUuid, 'boot', () => checkHostProvides(report.description.capabilities, vtpm.requiredTraits));
+  }
+
+  /** Runs a domain rule; what it refuses becomes OperationRefused naming the field, with nothing sent. */
+  private checked<T>(instanceUuid: string, operation: string, rule: () => T): T {
     try {
-      const vtpm = resolveVtpmRequest(request.flavor, request.image);
-      if (vtpm === null) return;
-      // Best effort: without an answer, the entity's own host check decides.
-      const report = await this.temporal.workflow
-        .getHandle(hostRecordWorkflowId(request.host))
-        .query(hostReportQuery)
-        .catch(() => null);
-      if (report) checkHostProvides(report.description.capabilities, vtpm.requiredTraits);
+      return rule();
     } catch (err) {
       if (!isVtpmError(err)) throw err;
-      const next =
-        err.name === 'HostLacksTraits'
-          ? `boot on a host that provides them (vtpmctl hosts lists each host's traits), or fix the host`
-          : 'change the flavor extra specs or image properties and boot again';
-      throw new OperationRefused(err.name, err.message, instanceUuid, 'boot', next);
+      const field = err.details['field'];
+      throw new OperationRefused(err.name, err.message, instanceUuid, operation, whatToChange(err), typeof field === 'string' ? field : undefined);
     }
   }
 
@@ -321,8 +362,12 @@ export class VtpmClient {
    * the entity answered; follow the operation itself to see it end.
    */
   async abort(instanceUuid: string, request: AbortRequest): Promise<string> {
+    const checked = this.checked(instanceUuid, abortOperationUpdate.name, () => {
+      checkInstanceUuid(instanceUuid);
+      return checkAbortRequest(request);
+    });
     try {
-      return await this.temporal.workflow.getHandle(instanceWorkflowId(instanceUuid)).executeUpdate(abortOperationUpdate, { args: [request] });
+      return await this.temporal.workflow.getHandle(instanceWorkflowId(instanceUuid)).executeUpdate(abortOperationUpdate, { args: [checked] });
     } catch (err) {
       throw await this.refusal(err, instanceUuid, abortOperationUpdate.name);
     }
@@ -336,12 +381,23 @@ export class VtpmClient {
     return this.send(operation, instanceUuid, request);
   }
 
+  /** Checks the request with its rule, then sends it: a request the rules refuse is never sent. */
   private send(update: string, instanceUuid: string, request: OperationRequest): Promise<OperationHandle> {
+    const operation = operationOfUpdate[update] ?? update;
+    let checked: OperationRequest;
+    try {
+      checked = this.checked(instanceUuid, operation, () => {
+        checkInstanceUuid(instanceUuid);
+        return checkRequest(update, request) as OperationRequest;
+      });
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const handle = this.temporal.workflow.getHandle(instanceWorkflowId(instanceUuid));
-    return this.accepted(instanceUuid, operationOfUpdate[update] ?? update, request.requestId, () =>
+    return this.accepted(instanceUuid, operation, checked.requestId, () =>
       handle.startUpdate<OperationOutcome, [OperationRequest]>(update, {
-        args: [request],
-        updateId: updateIdOf(update, request.requestId),
+        args: [checked],
+        updateId: updateIdOf(update, checked.requestId),
         waitForStage: 'ACCEPTED',
       }),
     );
@@ -379,7 +435,9 @@ export class VtpmClient {
   private async refusal(err: unknown, instanceUuid: string, operation: string): Promise<unknown> {
     if (err instanceof WorkflowUpdateFailedError) {
       const cause = err.cause instanceof ApplicationFailure ? err.cause : undefined;
-      return new OperationRefused(cause?.type ?? 'Refused', cause?.message ?? err.message, instanceUuid, operation);
+      const field = refusedField(cause);
+      const next = field === undefined ? undefined : `correct ${field} and send the request again; nothing was done`;
+      return new OperationRefused(cause?.type ?? 'Refused', cause?.message ?? err.message, instanceUuid, operation, next, field);
     }
     if (err instanceof WorkflowNotFoundError || err instanceof WorkflowExecutionAlreadyStartedError) {
       return (await this.closedInstance(instanceUuid, operation)) ?? new InstanceNotFound(instanceUuid);
@@ -392,6 +450,8 @@ export class VtpmClient {
     try {
       const description = await this.temporal.workflow.getHandle(instanceWorkflowId(instanceUuid)).describe();
       if (description.status.name === 'RUNNING') return undefined;
+      // Ended by itself after its first boot was refused: there never was an instance.
+      if (description.status.name === 'COMPLETED' && description.typedSearchAttributes.get(VtpmLifecycleState) === 'new') return undefined;
       if (description.status.name === 'COMPLETED') {
         return new OperationRefused(
           'InstanceDeleted',
@@ -526,7 +586,11 @@ export class VtpmClient {
       throw refuse('NothingToRetry', `the ${located.operation} workflow of request ${failedRequestId} does not hold its request`, 'send the operation again by hand');
     }
     const request = original as Record<string, unknown>;
-    return this.send(updateOfOperation(located.operation, request), instanceUuid, { ...request, requestId: newRequestId });
+    const update = updateOfOperation(located.operation, request);
+    // The memo may hold more than the request (a confirm names its migration): send the request's own fields.
+    const fields: readonly string[] = isRequestKind(update) ? REQUEST_FIELDS[update] : Object.keys(request);
+    const resent = Object.fromEntries(Object.entries(request).filter(([key]) => fields.includes(key)));
+    return this.send(update, instanceUuid, { ...resent, requestId: newRequestId });
   }
 
   /** Each host that reported, with its traits or why it has none. */
@@ -659,4 +723,18 @@ export class VtpmClient {
 
 function updateIdOf(operation: string, requestId: string): string {
   return `${operation}-${requestId}`;
+}
+
+/** What to do about a request a domain rule refused. */
+function whatToChange(err: VtpmError): string {
+  const field = err.details['field'];
+  if (err.name === 'HostLacksTraits') return 'boot on a host that provides them (vtpmctl hosts lists each host\'s traits), or fix the host';
+  if (err.name === 'InvalidVtpmRequest' || err.name === 'FlavorImageConflict') return 'change the flavor extra specs or image properties and send the request again';
+  return typeof field === 'string' ? `correct ${field} and send the request again; nothing was sent to the engine` : 'correct the request and send it again';
+}
+
+/** The request field the entity named when it refused, if it named one. */
+function refusedField(failure: ApplicationFailure | undefined): string | undefined {
+  const facts = failure?.details?.[1] as { field?: unknown } | undefined;
+  return typeof facts?.field === 'string' ? facts.field : undefined;
 }

@@ -16,7 +16,7 @@ import {
   oneOfField,
   optionalTextField,
   pathField,
-  textField,
+  textValue,
   uuidField,
 } from './spec-guards';
 import { TPM_MODELS, TPM_VERSIONS, type TpmModel, type TpmVersion } from './vtpm-vocabulary';
@@ -57,9 +57,9 @@ export interface DomainSpec {
   readonly vtpm?: VtpmDevice;
 }
 
-const MIN_MEMORY_MIB = 16;
-const MAX_MEMORY_MIB = 4 * 1024 * 1024;
-const MAX_VCPUS = 255;
+export const MIN_MEMORY_MIB = 16;
+export const MAX_MEMORY_MIB = 4 * 1024 * 1024;
+export const MAX_VCPUS = 255;
 
 export function buildDomainXml(spec: DomainSpec): string {
   return buildXml(domainModel(checkDomainSpec(spec)));
@@ -68,7 +68,7 @@ export function buildDomainXml(spec: DomainSpec): string {
 /** The spec with every field checked and normalised (lower-case UUIDs, defaults filled in). */
 export function checkDomainSpec(spec: unknown): DomainSpec {
   const fields = fieldsOf('the domain spec', spec);
-  const name = checkName(fields);
+  const name = checkDomainName(field(fields, 'name'));
   const vtpm = field(fields, 'vtpm');
   return {
     name,
@@ -76,25 +76,26 @@ export function checkDomainSpec(spec: unknown): DomainSpec {
     memoryMiB: integerField(fields, 'memoryMiB', MIN_MEMORY_MIB, MAX_MEMORY_MIB),
     vcpus: integerField(fields, 'vcpus', 1, MAX_VCPUS),
     virtType: oneOfField(fields, 'virtType', VIRT_TYPES),
-    boot: checkBoot(field(fields, 'boot')),
+    boot: checkBootSpec(field(fields, 'boot')),
     serialLogPath: pathField(fields, 'serialLogPath'),
     ...(vtpm === undefined ? {} : { vtpm: checkVtpmDevice(vtpm) }),
   };
 }
 
-// libvirt uses the name in file paths, and XML readers trim the space around it.
-function checkName(fields: Fields): string {
-  const name = textField(fields, 'name', MAX_DOMAIN_NAME_BYTES);
+/** A domain name libvirt takes as it is: it uses the name in file paths, and XML readers trim the space around it. */
+export function checkDomainName(value: unknown, what = 'name'): string {
+  const name = textValue(value, MAX_DOMAIN_NAME_BYTES, what);
   const bytes = utf8Length(name);
   if (bytes > MAX_DOMAIN_NAME_BYTES) {
-    throw bad('name', `is ${bytes} bytes long in UTF-8; the limit is ${MAX_DOMAIN_NAME_BYTES} (libvirt names files after it)`);
+    throw bad(what, `is ${bytes} bytes long in UTF-8; the limit is ${MAX_DOMAIN_NAME_BYTES} (libvirt names files after it)`);
   }
-  if (name.includes('/')) throw bad('name', `must not contain '/', got ${JSON.stringify(name)}`);
-  if (name.trim() !== name) throw bad('name', 'must not start or end with whitespace');
+  if (name.includes('/')) throw bad(what, `must not contain '/', got ${JSON.stringify(name)}`);
+  if (name.trim() !== name) throw bad(what, 'must not start or end with whitespace');
   return name;
 }
 
-function checkBoot(boot: unknown): BootSpec {
+/** How the guest boots (kernel, initrd, cmdline or disk), with defaults filled in; fields are named `boot.*`. */
+export function checkBootSpec(boot: unknown): BootSpec {
   const fields = fieldsOf('boot', boot);
   const hasKernel = field(fields, 'kernel') !== undefined;
   const hasDisk = field(fields, 'diskPath') !== undefined;

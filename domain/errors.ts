@@ -15,7 +15,8 @@ export type VtpmErrorName =
   | 'HostLacksTraits'
   | 'InvalidDomainSpec'
   | 'InvalidDomainXml'
-  | 'InvalidBootPath';
+  | 'InvalidBootPath'
+  | 'InvalidRequest';
 
 /** A JSON value: details travel in Temporal failure payloads and the instance record. */
 export type JsonValue =
@@ -95,5 +96,19 @@ export class InvalidDomainSpec extends VtpmError {
 export class InvalidDomainXml extends VtpmError {
   constructor(message: string, details: ErrorDetails = {}) {
     super('InvalidDomainXml', message, details);
+  }
+}
+
+/**
+ * A request (or an instance's init) with a field that is missing, of the wrong type, out of range,
+ * or not a field of that request at all. `field` names it as the request spells it, e.g.
+ * `flavor.memoryMiB`, `candidates[2]`, `flavor.extraSpecs['hw:tpm_model']`.
+ */
+export class InvalidRequest extends VtpmError {
+  readonly field: string;
+
+  constructor(field: string, problem: string) {
+    super('InvalidRequest', `${field} ${problem}`, { field, problem });
+    this.field = field;
   }
 }

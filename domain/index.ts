@@ -7,6 +7,7 @@ export {
   HostLacksTraits,
   InvalidDomainSpec,
   InvalidDomainXml,
+  InvalidRequest,
   isVtpmError,
 } from './errors';
 export type { VtpmErrorName, ErrorDetails, JsonValue } from './errors';
@@ -49,3 +50,6 @@ export type { DomainSummary, DomainTpm } from './domain-xml-reader';
 export { buildVtpmSecretXml, readVtpmSecretXml } from './secret-xml';
 export type { VtpmSecretSpec, VtpmSecretDefinition } from './secret-xml';
 export { checkBootSpecPaths, checkBootPath, InvalidBootPath, FORBIDDEN_BOOT_FOLDERS } from './boot-paths';
+export { checkRequest, checkInstanceStart, REQUEST_FIELDS } from './request-rules';
+export type { RequestKind } from './request-rules';
+export type * from './requests';

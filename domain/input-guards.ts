@@ -11,6 +11,22 @@ export const MAX_SETTING_LENGTH = 255;
 const MAX_QUOTED_LENGTH = 80;
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const CANONICAL_UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * A compute host's name: it becomes the agent's task queue (`vtpm-host-<name>`) and its record's
+ * workflow id, so a '/' or a control character would name something else.
+ */
+const HOST_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/;
+
+/**
+ * A project id as the key manager and image service take it (in URLs, headers and file names).
+ * Keystone project ids are 32 hex digits; the test stack uses readable names. Both fit.
+ */
+const PROJECT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+// Any C0 control character or DEL: a newline in a header, a name or a log line splits it.
+const ANY_CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
@@ -20,6 +36,23 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 
 export function isUuid(value: unknown): value is string {
   return typeof value === 'string' && UUID_PATTERN.test(value);
+}
+
+/** The lower-case canonical form only: an instance UUID names workflows, folders and libvirt objects verbatim. */
+export function isCanonicalUuid(value: unknown): value is string {
+  return typeof value === 'string' && CANONICAL_UUID_PATTERN.test(value);
+}
+
+export function isHostName(value: unknown): value is string {
+  return typeof value === 'string' && HOST_NAME_PATTERN.test(value);
+}
+
+export function isProjectId(value: unknown): value is string {
+  return typeof value === 'string' && PROJECT_ID_PATTERN.test(value);
+}
+
+export function hasControlCharacter(value: string): boolean {
+  return ANY_CONTROL_CHARACTER.test(value);
 }
 
 /** Own property only: keys like `constructor` or `__proto__` must never resolve through the prototype. */

@@ -224,13 +224,12 @@ export function rememberCompleted(record: InstanceRecord, done: CompletedOperati
   return { ...record, completed: [...record.completed, done].slice(-COMPLETED_KEPT) };
 }
 
-const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
-
-export function checkRequestId(requestId: unknown): string {
-  if (typeof requestId !== 'string' || !requestIdPattern.test(requestId)) {
-    throw new OperationRefused('requestId must be 1-128 characters of letters, digits and . _ : -');
-  }
-  return requestId;
+/**
+ * Whether the instance has never held anything anywhere: new, on no host, with no operation done.
+ * An entity started for a boot that was refused ends in this state instead of waiting for ever.
+ */
+export function holdsNothing(record: InstanceRecord): boolean {
+  return record.lifecycle === 'new' && record.host === null && (record.hosts ?? []).length === 0 && record.secret === null && record.completed.length === 0;
 }
 
 /**

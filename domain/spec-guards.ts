@@ -4,7 +4,7 @@
  * reinterpret (a relative path, a name with a slash).
  */
 import { InvalidDomainSpec } from './errors';
-import { describeType, isPlainObject, isUuid, ownValue, quote } from './input-guards';
+import { describeType, hasControlCharacter, isPlainObject, isUuid, ownValue, quote } from './input-guards';
 
 /** PATH_MAX on Linux. */
 export const MAX_PATH_LENGTH = 4096;
@@ -17,9 +17,6 @@ export const MAX_KERNEL_CMDLINE_LENGTH = 2048;
  */
 export const MAX_DOMAIN_NAME_BYTES = 255 - '-swtpm.log'.length;
 export const MAX_DESCRIPTION_LENGTH = 1024;
-
-// Any C0 control character or DEL: libvirt refuses newlines in names and XML 1.0 cannot carry most of the rest.
-const ANY_CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
 export type Fields = Record<string, unknown>;
 
@@ -45,10 +42,14 @@ export function uuidField(fields: Fields, name: string, what = name): string {
 }
 
 export function textField(fields: Fields, name: string, maxLength: number, what = name): string {
-  const value = field(fields, name);
+  return textValue(field(fields, name), maxLength, what);
+}
+
+// Libvirt refuses newlines in names, and XML 1.0 cannot carry most other control characters.
+export function textValue(value: unknown, maxLength: number, what: string): string {
   if (typeof value !== 'string' || value === '') throw bad(what, `must be a non-empty string, got ${quote(value)}`);
   if (value.length > maxLength) throw bad(what, `is ${value.length} characters long; the limit is ${maxLength}`);
-  if (ANY_CONTROL_CHARACTER.test(value)) throw bad(what, `must not contain control characters such as newlines`);
+  if (hasControlCharacter(value)) throw bad(what, `must not contain control characters such as newlines`);
   return value;
 }
 

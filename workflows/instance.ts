@@ -20,10 +20,11 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { UpdateDefinition } from '@temporalio/common';
 import {
   checkOperationAllowed,
-  checkRequestId,
   findCompleted,
+  holdsNothing,
   newInstanceRecord,
   rememberCompleted,
   verdictOnHost,
@@ -31,14 +32,16 @@ import {
   type InstanceRecord,
   type OperationName,
 } from '../domain/instance';
+import { checkAbortRequest, checkHostReturnedRequest, checkInstanceStart } from '../domain/request-rules';
 import { describeFailure } from './failures';
 import { isRefusal, refused, refusalOf, type EntityContext } from './entity/context';
 import { installMoveHandlers } from './entity/moves';
-import { installPowerHandlers, checkHostName } from './entity/power';
+import { installPowerHandlers } from './entity/power';
 import { OneAtATime, QueueFull } from './entity/runner';
 import { installStorageHandlers } from './entity/storage';
 import {
   abortOperationUpdate,
+  entityUpdates,
   hostReturnedUpdate,
   instanceQuery,
   operationQueueQuery,
@@ -54,6 +57,14 @@ export * from './entity/messages';
 const HISTORY_LIMIT = 4000;
 
 export async function instance(init: InstanceInit): Promise<InstanceRecord> {
+  // A continued entity's init was checked when it was first started (by rules of that time).
+  if (init?.record === undefined) {
+    try {
+      checkInstanceStart(init);
+    } catch (err) {
+      return refuseEverything(err);
+    }
+  }
   let record: InstanceRecord = init.record ?? newInstanceRecord(init.instanceUuid, init.project, init.name);
   if (record.hosts === undefined) record = { ...record, hosts: record.host ? [record.host] : [] };
   const runner = new OneAtATime(condition);
@@ -84,13 +95,13 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
       record = change(record);
     },
 
-    validate: (operation, requestId, extra) => {
+    validate: (operation, request, rule, extra) => {
       try {
-        const id = checkRequestId(requestId);
-        if (findCompleted(record, id)) return;
+        const checked = rule(request);
+        if (findCompleted(record, checked.requestId)) return;
         // With operations queued, the state this one will meet is not known yet: its turn checks it.
         if (runner.idle) checkOperationAllowed(record, operation);
-        extra?.();
+        extra?.(checked);
       } catch (err) {
         throw refusalOf(err);
       }
@@ -167,11 +178,16 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
     },
     {
       validator: (request) => {
-        if (current === null) throw refused('NothingToAbort', `no operation of instance ${record.instanceUuid} is running`);
-        if (request?.requestId !== undefined && request.requestId !== current.requestId) {
-          throw refused('NothingToAbort', `the running operation is ${current.operation} ${current.requestId}, not ${request.requestId}`);
+        let checked;
+        try {
+          checked = checkAbortRequest(request);
+        } catch (err) {
+          throw refusalOf(err);
         }
-        if (typeof request?.reason !== 'string' || request.reason.trim() === '') throw refused('InvalidRequest', 'say why the operation is aborted (reason)');
+        if (current === null) throw refused('NothingToAbort', `no operation of instance ${record.instanceUuid} is running`);
+        if (checked.requestId !== undefined && checked.requestId !== current.requestId) {
+          throw refused('NothingToAbort', `the running operation is ${current.operation} ${current.requestId}, not ${checked.requestId}`);
+        }
       },
     },
   );
@@ -179,7 +195,11 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
   // A returning host agent asks what to do with its copy; answered in turn, so never in the middle of an operation.
   setHandler(hostReturnedUpdate, ({ host }) => inTurn(`hostReturned ${host}`, async () => verdictOnHost(record, host)), {
     validator: (request) => {
-      checkHostName('host', request?.host);
+      try {
+        checkHostReturnedRequest(request);
+      } catch (err) {
+        throw refusalOf(err);
+      }
     },
   });
 
@@ -189,12 +209,27 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
   setHandler(instanceQuery, () => record);
   setHandler(operationQueueQuery, () => ({ running: runner.running, waiting: runner.waiting }));
 
-  await condition(
-    () =>
-      runner.idle &&
-      (record.lifecycle === 'deleted' || workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (init.historyLimit ?? HISTORY_LIMIT)),
-  );
-  await condition(allHandlersFinished);
-  if (record.lifecycle === 'deleted') return record;
-  return continueAsNew<typeof instance>({ ...init, record });
+  const deleted = () => record.lifecycle === 'deleted';
+  // update-with-start creates the entity even when its boot is refused: then it has nothing to keep.
+  const abandoned = () => init.startedForBoot === true && holdsNothing(record);
+  const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (init.historyLimit ?? HISTORY_LIMIT);
+  for (;;) {
+    await condition(() => runner.idle && (deleted() || abandoned() || historyFull()));
+    await condition(allHandlersFinished);
+    if (deleted() || abandoned()) return record;
+    if (historyFull()) return continueAsNew<typeof instance>({ ...init, record });
+  }
+}
+
+/**
+ * An entity started with a malformed init (only a caller that bypasses the client can start one):
+ * it refuses whatever was sent with it, naming the field, and fails without recording anything.
+ */
+function refuseEverything(err: unknown): never {
+  const refusal = refusalOf(err);
+  const refuse = (_request: unknown): never => {
+    throw refusal;
+  };
+  for (const update of entityUpdates) setHandler(update as UpdateDefinition<unknown, [unknown]>, refuse, { validator: refuse });
+  throw ApplicationFailure.create({ type: refusal.type ?? 'InvalidRequest', message: `the instance entity was started with a malformed init: ${refusal.message}`, nonRetryable: true });
 }

@@ -79,13 +79,13 @@ export function parseCommand<O extends OptionSpec>(command: string, argv: string
 
 /** `KEY=VALUE` pairs of a repeatable flag, as a record. */
 export function keyValues(flag: string, pairs: string[] | undefined): Record<string, string> {
-  const result: Record<string, string> = {};
-  for (const pair of pairs ?? []) {
+  const entries = (pairs ?? []).map((pair): [string, string] => {
     const at = pair.indexOf('=');
     if (at <= 0) throw new UsageError(`--${flag} '${pair}' is not KEY=VALUE`, `for example: --${flag} hw:tpm_version=2.0`);
-    result[pair.slice(0, at)] = pair.slice(at + 1);
-  }
-  return result;
+    return [pair.slice(0, at), pair.slice(at + 1)];
+  });
+  // fromEntries, not assignment: a key such as __proto__ stays a key, for the request rules to refuse.
+  return Object.fromEntries(entries);
 }
 
 export function wholeNumber(flag: string, raw: string | undefined, fallback: number, min: number): number {

@@ -1,6 +1,6 @@
 /** What a vtpmctl command is, and how an error becomes output and an exit code. */
 import { causeChain } from '../cause-chain';
-import { VtpmClientError } from '../errors';
+import { OperationRefused, VtpmClientError } from '../errors';
 import type { VtpmClient } from '../vtpm-client';
 import { UsageError, type OptionSpec } from './args';
 import { ExitCode, exitCodeOf, type ExitCodeValue } from './exit-codes';
@@ -28,10 +28,13 @@ export interface Command {
 /** Prints an error the way the output mode wants and returns the exit code it stands for. */
 export function reportError(out: Output, err: unknown, context: Record<string, unknown> = {}, links: string[] = []): ExitCodeValue {
   if (err instanceof VtpmClientError || err instanceof UsageError) {
+    const field = err instanceof OperationRefused ? err.field : undefined;
     const extra =
       err instanceof VtpmClientError && err.kind === 'failed'
         ? { step: (err as { step?: unknown }).step ?? null, leftBehind: (err as { leftBehind?: unknown }).leftBehind ?? [] }
-        : {};
+        : field !== undefined
+          ? { field }
+          : {};
     out.error({ kind: err.kind, type: err.type, message: err.message, next: err.next, ...extra }, context, links);
     return exitCodeOf(err.kind);
   }

@@ -5,6 +5,7 @@
  */
 import { ApplicationFailure } from '@temporalio/workflow';
 import type { GuestDefinition, InstanceRecord, OperationName } from '../../domain/instance';
+import { isVtpmError } from '../../domain/errors';
 import { checkHostProvides } from '../../domain/host-check';
 import type { VtpmRequest } from '../../domain/vtpm-request';
 import { controlSteps, hostProbe } from '../activity-options';
@@ -27,8 +28,12 @@ export interface EntityContext {
     onFailure?: (r: InstanceRecord, err: unknown) => InstanceRecord,
   ): Promise<OperationOutcome>;
   child<A, R>(workflow: (input: A) => Promise<R>, operation: OperationName, requestId: string, input: A, memo: unknown): Promise<R>;
-  /** For Update validators: refuses at once, recording nothing. */
-  validate(operation: OperationName, requestId: unknown, extra?: () => void): void;
+  /**
+   * For Update validators: refuses at once, recording nothing. `rule` is the request's own rule (the
+   * one the client ran before sending); `extra` checks what depends on the record, unless the
+   * request id has completed already (its first outcome is the answer).
+   */
+  validate<R extends { requestId: string }>(operation: OperationName, request: unknown, rule: (request: unknown) => R, extra?: (request: R) => void): void;
 }
 
 const REFUSED = 'refused-before-any-change';
@@ -37,8 +42,8 @@ const REFUSED = 'refused-before-any-change';
  * A refusal: the request cannot run, and nothing was done. The runner records no error for it and
  * the instance stays as it was.
  */
-export function refused(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true, details: [REFUSED] });
+export function refused(type: string, message: string, field?: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: field === undefined ? [REFUSED] : [REFUSED, { field }] });
 }
 
 export function isRefusal(err: unknown): boolean {
@@ -49,7 +54,8 @@ export function isRefusal(err: unknown): boolean {
 export function refusalOf(err: unknown): ApplicationFailure {
   if (isRefusal(err)) return err as ApplicationFailure;
   const { type, message } = describeFailure(err);
-  return refused(type, message);
+  const field = isVtpmError(err) ? err.details['field'] : undefined;
+  return refused(type, message, typeof field === 'string' ? field : undefined);
 }
 
 export function requireHost(r: InstanceRecord): string {

@@ -3,108 +3,33 @@
  * ids. The client imports these same symbols, so a request's shape is defined once.
  */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
-import type { BootSpec } from '../../domain/domain-xml';
 import type { CompletedOperation, HostVerdict, InstanceRecord, OperationName } from '../../domain/instance';
-import type { FlavorInput, ImageInput } from '../../domain/vtpm-request';
+import type {
+  AbortRequest,
+  BootRequest,
+  EvacuateRequest,
+  HostReturnedRequest,
+  InstanceStart,
+  MigrateRequest,
+  RebootRequest,
+  RebuildRequest,
+  RequestOnly,
+  ResizeRequest,
+  ShelveRequest,
+  StopRequest,
+  UnshelveRequest,
+} from '../../domain/requests';
 
-export interface InstanceInit {
-  instanceUuid: string;
-  project: string;
-  name: string;
+// The request types are the domain's, whose rules (domain/request-rules.ts) check them.
+export type * from '../../domain/requests';
+
+export interface InstanceInit extends InstanceStart {
   /** Set by continue-as-new: the record so far. */
   record?: InstanceRecord;
-  /** History length past which the entity continues as new when idle (default 4000). */
-  historyLimit?: number;
-}
-
-export interface FlavorRequest extends FlavorInput {
-  memoryMiB: number;
-  vcpus: number;
-}
-/** The same shape under the name the move operations use. */
-export type FlavorSpec = FlavorRequest;
-
-export interface BootRequest {
-  requestId: string;
-  host: string;
-  flavor: FlavorRequest;
-  image: ImageInput;
-  /** How the guest boots: a kernel and initrd, or a disk. */
-  boot: BootSpec;
-}
-
-export interface StopRequest {
-  requestId: string;
-  /** How long the guest gets to shut down by itself before it is destroyed. */
-  shutdownDeadlineSeconds?: number;
-}
-
-export interface RequestOnly {
-  requestId: string;
-}
-
-export interface RebootRequest {
-  requestId: string;
-  hard: boolean;
-}
-
-export interface MigrateRequest {
-  requestId: string;
-  /** The target host; when absent, the first of `candidates` that passes pre-flight. */
-  target?: string;
-  candidates?: string[];
-  shutdownDeadlineSeconds?: number;
-  /** After this long without confirm or revert the migration is confirmed by itself. */
-  confirmWindowSeconds?: number;
-}
-
-export interface ResizeRequest extends MigrateRequest {
-  flavor: FlavorSpec;
-  /** Required to change the TPM version or model: the TPM starts empty. */
-  resetTpm?: boolean;
-}
-
-export interface RebuildRequest {
-  requestId: string;
-  image: ImageInput;
-  boot: BootSpec;
-  resetTpm?: boolean;
-  shutdownDeadlineSeconds?: number;
-}
-
-export interface ShelveRequest {
-  requestId: string;
-  shutdownDeadlineSeconds?: number;
-}
-
-export interface UnshelveRequest {
-  requestId: string;
-  host: string;
-}
-
-export interface EvacuateRequest {
-  requestId: string;
-  target: string;
-  /**
-   * The operator's word that the source host is down (powered off, isolated), for when it has not
-   * been fenced with `fence-host`. Without it evacuate needs the source fenced and its agent's
-   * lease expired.
-   */
-  sourceHostDown?: boolean;
 }
 
 export interface OperationOutcome extends CompletedOperation {
   record: InstanceRecord;
-}
-
-/**
- * For an operation stuck on a dead host: cancels it, which runs its compensation (undo on the
- * hosts that answer, the guest back where it was). The abort and its reason stay in the history.
- */
-export interface AbortRequest {
-  /** The running operation's request id, to make sure the right one is aborted. */
-  requestId?: string;
-  reason: string;
 }
 
 export const bootUpdate = defineUpdate<OperationOutcome, [BootRequest]>('boot');
@@ -140,4 +65,23 @@ export function operationWorkflowId(instanceUuid: string, operation: OperationNa
 }
 
 /** A host agent coming back asks what to do with what it holds of the instance (see verdictOnHost). */
-export const hostReturnedUpdate = defineUpdate<HostVerdict, [{ host: string }]>('hostReturned');
+export const hostReturnedUpdate = defineUpdate<HostVerdict, [HostReturnedRequest]>('hostReturned');
+
+/** Every Update the entity takes: an entity started with a malformed init refuses them all. */
+export const entityUpdates = [
+  bootUpdate,
+  stopUpdate,
+  startUpdate,
+  rebootUpdate,
+  deleteUpdate,
+  migrateUpdate,
+  resizeUpdate,
+  confirmMigrationUpdate,
+  revertMigrationUpdate,
+  rebuildUpdate,
+  shelveUpdate,
+  unshelveUpdate,
+  evacuateUpdate,
+  abortOperationUpdate,
+  hostReturnedUpdate,
+] as const;

@@ -3,13 +3,19 @@
  * window), resize and rebuild. Every target is checked by pre-flight before the guest stops.
  */
 import { condition, setHandler, uuid4 } from '@temporalio/workflow';
-import { checkBootSpecPaths } from '../../domain/boot-paths';
 import { leaveHost, tpmChange, touchHost, type InstanceRecord, type PendingMigration } from '../../domain/instance';
+import {
+  checkConfirmMigrationRequest,
+  checkMigrateRequest,
+  checkRebuildRequest,
+  checkResizeRequest,
+  checkRevertMigrationRequest,
+} from '../../domain/request-rules';
 import { resolveVtpmRequest, type VtpmRequest } from '../../domain/vtpm-request';
 import { leftBehindOf, stateTakenBefore, strandedBy } from '../failures';
 import { confirmMigration, migrateInstance, revertMigration } from '../operations/migrate';
 import { rebuildInstance } from '../operations/rebuild';
-import { preflight, refused, refusalOf, requireHost, type EntityContext } from './context';
+import { preflight, refused, requireHost, type EntityContext } from './context';
 import { checkTpmChange, expectedState, guestDefinition } from './guest';
 import {
   confirmMigrationUpdate,
@@ -20,10 +26,9 @@ import {
   type FlavorSpec,
   type MigrateRequest,
 } from './messages';
-import { checkHostName, checkShutdownDeadline, DEFAULT_SHUTDOWN_DEADLINE_SECONDS } from './power';
+import { DEFAULT_SHUTDOWN_DEADLINE_SECONDS } from './power';
 
 export const DEFAULT_CONFIRM_WINDOW_SECONDS = 24 * 3600;
-const MAX_CONFIRM_WINDOW_SECONDS = 30 * 24 * 3600;
 
 /** What a failed operation that stopped the guest leaves in the record: the state it took, and error when it left something. */
 export function afterFailedMove(r: InstanceRecord, err: unknown, target: string | null): InstanceRecord {
@@ -34,18 +39,10 @@ export function afterFailedMove(r: InstanceRecord, err: unknown, target: string 
   return strandedBy(err) || left.length > 0 ? { ...cleaned, lifecycle: 'error' } : cleaned;
 }
 
-function checkMigrateRequest(request: MigrateRequest, current: string | null): void {
-  if (request.target !== undefined) checkHostName('target', request.target);
-  if (request.candidates !== undefined) {
-    if (!Array.isArray(request.candidates) || request.candidates.length > 50) throw refused('InvalidRequest', 'candidates must be a list of at most 50 host names');
-    request.candidates.forEach((h, i) => checkHostName(`candidates[${i}]`, h));
-  }
-  if (request.target === undefined && !request.candidates?.length) throw refused('InvalidRequest', 'name a target host or candidates');
-  if (request.target !== undefined && request.target === current) throw refused('InvalidRequest', `the instance already runs on ${request.target}`);
-  checkShutdownDeadline(request.shutdownDeadlineSeconds);
-  const window = request.confirmWindowSeconds;
-  if (window !== undefined && (!Number.isInteger(window) || window < 0 || window > MAX_CONFIRM_WINDOW_SECONDS)) {
-    throw refused('InvalidRequest', `confirmWindowSeconds must be a whole number from 0 to ${MAX_CONFIRM_WINDOW_SECONDS}`);
+/** A move to the host the instance runs on is no move. */
+function refuseOwnHost(request: MigrateRequest, current: string | null): void {
+  if (request.target !== undefined && request.target === current) {
+    throw refused('InvalidRequest', `target is ${request.target}, the host the instance already runs on`, 'target');
   }
 }
 
@@ -191,24 +188,20 @@ export function installMoveHandlers(ctx: EntityContext): void {
   }
 
   setHandler(migrateUpdate, (request) => migrate(request), {
-    validator: (request) => ctx.validate('migrate', request?.requestId, () => checkMigrateRequest(request, ctx.record().host)),
+    validator: (request) => ctx.validate('migrate', request, checkMigrateRequest, (checked) => refuseOwnHost(checked, ctx.record().host)),
   });
 
   setHandler(resizeUpdate, (request) => migrate(request, request.flavor, request.resetTpm), {
     validator: (request) =>
-      ctx.validate('migrate', request?.requestId, () => {
+      ctx.validate('migrate', request, checkResizeRequest, (checked) => {
         const r = ctx.record();
-        if (request.target !== undefined || request.candidates !== undefined) checkMigrateRequest(request, r.host);
-        const { memoryMiB, vcpus } = request.flavor ?? {};
-        if (!Number.isInteger(memoryMiB) || memoryMiB < 16 || !Number.isInteger(vcpus) || vcpus < 1) {
-          throw refused('InvalidRequest', 'flavor.memoryMiB (>= 16) and flavor.vcpus (>= 1) must be whole numbers');
-        }
-        checkTpmChange(r.vtpm, resolveVtpmRequest(request.flavor, r.image ?? { properties: {} }), request.resetTpm);
+        refuseOwnHost(checked, r.host);
+        checkTpmChange(r.vtpm, resolveVtpmRequest(checked.flavor, r.image ?? { properties: {} }), checked.resetTpm);
       }),
   });
 
   setHandler(confirmMigrationUpdate, (request) => confirm(request.requestId), {
-    validator: (request) => ctx.validate('confirmMigration', request?.requestId),
+    validator: (request) => ctx.validate('confirmMigration', request, checkConfirmMigrationRequest),
   });
 
   setHandler(
@@ -252,7 +245,7 @@ export function installMoveHandlers(ctx: EntityContext): void {
           }),
         };
       }),
-    { validator: (request) => ctx.validate('revertMigration', request?.requestId) },
+    { validator: (request) => ctx.validate('revertMigration', request, checkRevertMigrationRequest) },
   );
 
   setHandler(
@@ -302,14 +295,9 @@ export function installMoveHandlers(ctx: EntityContext): void {
       ),
     {
       validator: (request) =>
-        ctx.validate('rebuild', request?.requestId, () => {
-          checkBootSpecPaths(request.boot);
-          checkShutdownDeadline(request.shutdownDeadlineSeconds);
-          try {
-            checkTpmChange(ctx.record().vtpm, resolveVtpmRequest(ctx.record().flavor ?? { extraSpecs: {} }, request.image), request.resetTpm);
-          } catch (err) {
-            throw refusalOf(err);
-          }
+        ctx.validate('rebuild', request, checkRebuildRequest, (checked) => {
+          const r = ctx.record();
+          checkTpmChange(r.vtpm, resolveVtpmRequest(r.flavor ?? { extraSpecs: {} }, checked.image), checked.resetTpm);
         }),
     },
   );

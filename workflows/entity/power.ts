@@ -1,41 +1,23 @@
 /** The entity's power family: boot, stop, start, reboot, and delete. */
 import { setHandler, uuid4 } from '@temporalio/workflow';
-import { checkBootSpecPaths } from '../../domain/boot-paths';
 import { leaveHost, touchHost, type InstanceRecord } from '../../domain/instance';
+import {
+  checkBootRequest,
+  checkDeleteRequest,
+  checkRebootRequest,
+  checkStartRequest,
+  checkStopRequest,
+} from '../../domain/request-rules';
 import { resolveVtpmRequest } from '../../domain/vtpm-request';
 import { leftBehindOf } from '../failures';
 import { bootInstance } from '../operations/boot';
 import { deleteInstance } from '../operations/delete';
 import { rebootInstance, startInstance, stopInstance } from '../operations/power';
-import { preflight, refused, requireHost, runsNowhereElse, type EntityContext } from './context';
+import { preflight, requireHost, runsNowhereElse, type EntityContext } from './context';
 import { guestDefinition } from './guest';
-import { bootUpdate, deleteUpdate, rebootUpdate, startUpdate, stopUpdate, type BootRequest } from './messages';
+import { bootUpdate, deleteUpdate, rebootUpdate, startUpdate, stopUpdate } from './messages';
 
 export const DEFAULT_SHUTDOWN_DEADLINE_SECONDS = 60;
-const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/;
-
-export function checkHostName(field: string, host: unknown): string {
-  if (typeof host !== 'string' || !hostNamePattern.test(host)) {
-    throw refused('InvalidRequest', `${field} ${JSON.stringify(String(host).slice(0, 80))} is not a host name`);
-  }
-  return host;
-}
-
-export function checkShutdownDeadline(value: unknown): void {
-  if (value !== undefined && (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 3600)) {
-    throw refused('InvalidRequest', 'shutdownDeadlineSeconds must be a whole number of seconds from 0 to 3600');
-  }
-}
-
-function checkBootRequest(request: BootRequest): void {
-  checkHostName('host', request.host);
-  const { memoryMiB, vcpus } = request.flavor ?? {};
-  if (!Number.isInteger(memoryMiB) || memoryMiB < 16 || !Number.isInteger(vcpus) || vcpus < 1) {
-    throw refused('InvalidRequest', 'flavor.memoryMiB (>= 16) and flavor.vcpus (>= 1) must be whole numbers');
-  }
-  checkBootSpecPaths(request.boot);
-  resolveVtpmRequest(request.flavor, request.image);
-}
 
 function rolledBack(r: InstanceRecord, to: number, why: string): InstanceRecord['tpmRollback'] {
   return { fromGeneration: r.stateGeneration, toGeneration: to, why, at: new Date().toISOString() };
@@ -72,7 +54,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
             ? leaveHost({ ...r, host: null, flavor: null, image: null, vtpm: null, guest: null }, request.host)
             : { ...r, lifecycle: 'error' },
       ),
-    { validator: (request) => ctx.validate('boot', request?.requestId, () => checkBootRequest(request)) },
+    { validator: (request) => ctx.validate('boot', request, checkBootRequest) },
   );
 
   setHandler(
@@ -100,7 +82,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
           apply: (rec) => ({ ...rec, lifecycle: 'stopped', stateGeneration: result.generation, stateSha256: result.sha256 }),
         };
       }),
-    { validator: (request) => ctx.validate('stop', request?.requestId, () => checkShutdownDeadline(request.shutdownDeadlineSeconds)) },
+    { validator: (request) => ctx.validate('stop', request, checkStopRequest) },
   );
 
   setHandler(
@@ -138,7 +120,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
           }),
         };
       }),
-    { validator: (request) => ctx.validate('start', request?.requestId) },
+    { validator: (request) => ctx.validate('start', request, checkStartRequest) },
   );
 
   setHandler(
@@ -155,12 +137,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
         );
         return { message: `${request.hard ? 'hard' : 'soft'} reboot done; vTPM state kept`, apply: (rec) => rec };
       }),
-    {
-      validator: (request) =>
-        ctx.validate('reboot', request?.requestId, () => {
-          if (typeof request.hard !== 'boolean') throw refused('InvalidRequest', 'hard must be true or false');
-        }),
-    },
+    { validator: (request) => ctx.validate('reboot', request, checkRebootRequest) },
   );
 
   setHandler(
@@ -183,6 +160,6 @@ export function installPowerHandlers(ctx: EntityContext): void {
         },
         (rec) => ({ ...rec, lifecycle: 'error' }),
       ),
-    { validator: (request) => ctx.validate('delete', request?.requestId) },
+    { validator: (request) => ctx.validate('delete', request, checkDeleteRequest) },
   );
 }

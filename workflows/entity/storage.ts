@@ -1,13 +1,14 @@
 /** The entity's storage family: shelve, unshelve, and evacuate from off-host backups. */
 import { setHandler } from '@temporalio/workflow';
 import { leaveHost, touchHost } from '../../domain/instance';
+import { checkEvacuateRequest, checkShelveRequest, checkUnshelveRequest } from '../../domain/request-rules';
 import { controlSteps, hostPing } from '../activity-options';
 import { leftBehindOf } from '../failures';
 import { shelveInstance, unshelveInstance } from '../operations/shelve';
 import { preflight, refused, requireHost, type EntityContext } from './context';
 import { afterFailedMove } from './moves';
 import { evacuateUpdate, shelveUpdate, unshelveUpdate } from './messages';
-import { checkHostName, checkShutdownDeadline, DEFAULT_SHUTDOWN_DEADLINE_SECONDS } from './power';
+import { DEFAULT_SHUTDOWN_DEADLINE_SECONDS } from './power';
 
 /** Whether a host's agent answers at all, with a short deadline. */
 async function hostAnswers(host: string): Promise<boolean> {
@@ -61,7 +62,7 @@ export function installStorageHandlers(ctx: EntityContext): void {
         },
         (rec, err) => afterFailedMove(rec, err, null),
       ),
-    { validator: (request) => ctx.validate('shelve', request?.requestId, () => checkShutdownDeadline(request.shutdownDeadlineSeconds)) },
+    { validator: (request) => ctx.validate('shelve', request, checkShelveRequest) },
   );
 
   setHandler(
@@ -97,7 +98,7 @@ export function installStorageHandlers(ctx: EntityContext): void {
         },
         (rec, err) => (leftBehindOf(err).length === 0 ? leaveHost(rec, request.host) : { ...rec, lifecycle: 'error' }),
       ),
-    { validator: (request) => ctx.validate('unshelve', request?.requestId, () => checkHostName('host', request.host)) },
+    { validator: (request) => ctx.validate('unshelve', request, checkUnshelveRequest) },
   );
 
   setHandler(
@@ -174,14 +175,6 @@ export function installStorageHandlers(ctx: EntityContext): void {
             : { ...rec, lifecycle: rec.host === source ? rec.lifecycle : 'error' },
       );
     },
-    {
-      validator: (request) =>
-        ctx.validate('evacuate', request?.requestId, () => {
-          checkHostName('target', request.target);
-          if (request.sourceHostDown !== undefined && typeof request.sourceHostDown !== 'boolean') {
-            throw refused('InvalidRequest', 'sourceHostDown must be true or false');
-          }
-        }),
-    },
+    { validator: (request) => ctx.validate('evacuate', request, checkEvacuateRequest) },
   );
 }

@@ -401,8 +401,9 @@ const runCommand: Command = {
       }
       if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) throw new UsageError('--request must be a JSON object', `for example: --request '{"host":"host-b"}'`);
     }
-    for (const [key, value] of Object.entries(keyValues('set', context.values.set as string[] | undefined))) fields[key] = fieldValue(value);
-    const request: OperationRequest = { ...fields, requestId: requestIdOf(context) };
+    const set = Object.entries(keyValues('set', context.values.set as string[] | undefined)).map(([key, value]) => [key, fieldValue(value)]);
+    // Spread, not assignment: every field given stays a field, for the request rules to judge.
+    const request: OperationRequest = { ...fields, ...Object.fromEntries(set), requestId: requestIdOf(context) };
     return sendAndFollow(context, { operation, instanceUuid: uuid, requestId: request.requestId }, () => context.client.operation(operation!, uuid, request));
   },
 };
