@@ -15,14 +15,21 @@ export interface Fault {
   activity: string;
   when: 'before' | 'after';
   /**
-   * `fail`: a non-retryable failure; `crash`: the worker process is killed (SIGKILL); `stall`:
-   * the activity never answers, as on a host that died mid-step (until the worker stops).
+   * `fail`: a non-retryable failure; `lose` (after only): the step ran but its result is lost
+   * on the way back, a retryable failure, so the step runs again; `crash`: the worker process is
+   * killed (SIGKILL); `stall`: the activity never answers, as on a host that died mid-step (until
+   * the worker stops).
    */
-  action: 'fail' | 'crash' | 'stall';
+  action: 'fail' | 'lose' | 'crash' | 'stall';
   /** Fire on every matching call, not only the first. */
   repeat?: boolean;
   /** Only on this task queue (one host's agent), when set. */
   taskQueue?: string;
+  /**
+   * Only for this instance, when set: matched against the calling workflow's id, which every
+   * instance entity and operation workflow carries, so concurrent tests each hit their own.
+   */
+  instanceUuid?: string;
 }
 
 export interface FaultPlan {
@@ -56,14 +63,18 @@ class FaultInterceptor implements ActivityInboundCallsInterceptor {
   }
 
   private async maybeInject(when: Fault['when']): Promise<void> {
-    const { activityType, taskQueue } = Context.current().info;
+    const { activityType, taskQueue, workflowExecution } = Context.current().info;
     for (const [index, fault] of this.plan.faults.entries()) {
       if (fault.activity !== activityType || fault.when !== when) continue;
       if (fault.taskQueue !== undefined && fault.taskQueue !== taskQueue) continue;
+      if (fault.instanceUuid !== undefined && !(workflowExecution?.workflowId ?? '').includes(fault.instanceUuid)) continue;
       if (!fault.repeat && !this.claim(fault, index)) continue;
       if (fault.action === 'crash') process.kill(process.pid, 'SIGKILL');
       if (fault.action === 'stall') {
         await Promise.race([Context.current().cancelled, new Promise((resolve) => setTimeout(resolve, 3_600_000))]);
+      }
+      if (fault.action === 'lose') {
+        throw ApplicationFailure.create({ type: 'InjectedLostResult', message: `injected fault: ${activityType}'s result was lost`, nonRetryable: false });
       }
       throw ApplicationFailure.create({
         type: 'InjectedFault',
