@@ -39,6 +39,21 @@ export function afterFailedMove(r: InstanceRecord, err: unknown, target: string 
   return strandedBy(err) || left.length > 0 ? { ...cleaned, lifecycle: 'error' } : cleaned;
 }
 
+/** The record as it was before the migration, on the source; the target no longer holds anything. */
+function backOnSource(rec: InstanceRecord, m: PendingMigration): InstanceRecord {
+  return {
+    ...(m.source === m.target ? rec : leaveHost(rec, m.target)),
+    host: m.source,
+    guest: m.previous.guest,
+    flavor: m.previous.flavor,
+    vtpm: m.previous.vtpm,
+    secret: m.previous.secret,
+    stateGeneration: m.previous.stateGeneration,
+    stateSha256: m.previous.stateSha256,
+    migration: null,
+  };
+}
+
 /** A move to the host the instance runs on is no move. */
 function refuseOwnHost(request: MigrateRequest, current: string | null): void {
   if (request.target !== undefined && request.target === current) {
@@ -149,7 +164,7 @@ export function installMoveHandlers(ctx: EntityContext): void {
     ctx.run('confirmMigration', requestId, async () => {
       const r = ctx.record();
       const m = r.migration!;
-      await ctx.child(
+      const { leftover } = await ctx.child(
         confirmMigration,
         'confirmMigration',
         requestId,
@@ -165,7 +180,7 @@ export function installMoveHandlers(ctx: EntityContext): void {
         { requestId, migration: m.requestId },
       );
       return {
-        message: `migration confirmed: the instance lives on ${m.target}; ${m.source} no longer holds its state`,
+        message: `migration confirmed: the instance lives on ${m.target}; ${m.source} no longer holds its state${leftover ? `; ${leftover}` : ''}`,
         apply: (rec) => {
           const moved = m.source === m.target ? rec : leaveHost(rec, m.source);
           return { ...moved, migration: null, lifecycle: m.wasRunning ? 'active' : 'stopped', ...(rec.vtpm === null ? { secret: null } : {}) };
@@ -210,7 +225,7 @@ export function installMoveHandlers(ctx: EntityContext): void {
       ctx.run('revertMigration', request.requestId, async () => {
         const r = ctx.record();
         const m = r.migration!;
-        await ctx.child(
+        const { leftover } = await ctx.child(
           revertMigration,
           'revertMigration',
           request.requestId,
@@ -230,21 +245,13 @@ export function installMoveHandlers(ctx: EntityContext): void {
           request,
         );
         return {
-          message: `migration reverted: the instance is back on ${m.source} with the state it had`,
-          apply: (rec) => ({
-            ...(m.source === m.target ? rec : leaveHost(rec, m.target)),
-            host: m.source,
-            guest: m.previous.guest,
-            flavor: m.previous.flavor,
-            vtpm: m.previous.vtpm,
-            secret: m.previous.secret,
-            stateGeneration: m.previous.stateGeneration,
-            stateSha256: m.previous.stateSha256,
-            migration: null,
-            lifecycle: m.wasRunning ? 'active' : 'stopped',
-          }),
+          message: `migration reverted: the instance is back on ${m.source} with the state it had${leftover ? `; ${leftover}` : ''}`,
+          apply: (rec) => ({ ...backOnSource(rec, m), lifecycle: m.wasRunning ? 'active' : 'stopped' }),
         };
-      }),
+      },
+      // Failed before the target was touched: still pending. Failed after: the instance lives on
+      // the source, its state there, not running, in error until started.
+      (rec, err) => (strandedBy(err) && rec.migration !== null ? { ...backOnSource(rec, rec.migration), lifecycle: 'error' } : rec)),
     { validator: (request) => ctx.validate('revertMigration', request, checkRevertMigrationRequest) },
   );
 

@@ -23,6 +23,11 @@ function rolledBack(r: InstanceRecord, to: number, why: string): InstanceRecord[
   return { fromGeneration: r.stateGeneration, toGeneration: to, why, at: new Date().toISOString() };
 }
 
+/** A failed stop, start or reboot was undone (the guest as it was), unless an undo step failed. */
+function errorWhenLeftBehind(r: InstanceRecord, err: unknown): InstanceRecord {
+  return leftBehindOf(err).length === 0 ? r : { ...r, lifecycle: 'error' };
+}
+
 export function installPowerHandlers(ctx: EntityContext): void {
   setHandler(
     bootUpdate,
@@ -81,7 +86,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
           message: `stopped${result.graceful ? '' : ' (destroyed after the shutdown deadline)'}; state generation ${result.generation}${backup}`,
           apply: (rec) => ({ ...rec, lifecycle: 'stopped', stateGeneration: result.generation, stateSha256: result.sha256 }),
         };
-      }),
+      }, errorWhenLeftBehind),
     { validator: (request) => ctx.validate('stop', request, checkStopRequest) },
   );
 
@@ -119,7 +124,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
             ...(rollback ? { tpmRollback: rolledBack(rec, restored, result.health) } : {}),
           }),
         };
-      }),
+      }, errorWhenLeftBehind),
     { validator: (request) => ctx.validate('start', request, checkStartRequest) },
   );
 
@@ -136,7 +141,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
           request,
         );
         return { message: `${request.hard ? 'hard' : 'soft'} reboot done; vTPM state kept`, apply: (rec) => rec };
-      }),
+      }, errorWhenLeftBehind),
     { validator: (request) => ctx.validate('reboot', request, checkRebootRequest) },
   );
 

@@ -8,12 +8,12 @@
  * stays stopped, the operation says so, and the instance goes to `error` until an operator (or the
  * target's returning agent) resolves it.
  */
-import { ApplicationFailure, CancellationScope } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, patched } from '@temporalio/workflow';
 import type { GuestDefinition, InstanceSecret, StoredState } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
 import { controlSteps, hostCleanup, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
-import { operationFailure } from '../failures';
+import { describeFailure, operationFailure } from '../failures';
 import { ensureSecretOn } from './secret-step';
 
 export interface MigrateInput {
@@ -169,7 +169,7 @@ export interface ConfirmInput {
  * First the target must show the guest there (running, if it ran before): confirming a migration
  * whose target lost the guest would delete the only good copy.
  */
-export async function confirmMigration(input: ConfirmInput): Promise<void> {
+export async function confirmMigration(input: ConfirmInput): Promise<ConfirmResult> {
   let step = 'domainStatus';
   try {
     const status = await hostSteps(input.target).domainStatus({ instanceUuid: input.instanceUuid });
@@ -184,20 +184,38 @@ export async function confirmMigration(input: ConfirmInput): Promise<void> {
         nonRetryable: true,
       });
     }
+    // From here a failure keeps the migration pending, to confirm again: the source may already be
+    // clean, which is why a revert first proves the source still holds its state.
     if (input.source !== input.target) {
       step = 'clearInstance';
       await hostSteps(input.source).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
-    }
-    if (input.staging !== null) {
-      step = 'deleteStateImage';
-      await controlSteps.deleteStateImage({ id: input.staging.imageId, project: input.staging.project });
     }
     if (input.deletePassphrase) {
       step = 'deleteInstancePassphrases';
       await controlSteps.deleteInstancePassphrases({ project: input.project, instanceUuid: input.instanceUuid });
     }
+    return { leftover: await deleteStaging(input.staging) };
   } catch (err) {
     throw operationFailure('confirmMigration', step, err, []);
+  }
+}
+
+export interface ConfirmResult {
+  /** What could not be cleaned up (a staging image), for the outcome to say; delete removes it. */
+  leftover: string | null;
+}
+
+/**
+ * The staging image is only a spare copy once the migration is decided: failing to delete it does
+ * not fail the decision. The instance's delete removes it with every other image of the instance.
+ */
+async function deleteStaging(staging: StoredState | null): Promise<string | null> {
+  if (staging === null) return null;
+  try {
+    await controlSteps.deleteStateImage({ id: staging.imageId, project: staging.project });
+    return null;
+  } catch (err) {
+    return `the staging image ${staging.imageId} could not be deleted (${describeFailure(err).message}); the instance's delete removes it`;
   }
 }
 
@@ -216,19 +234,46 @@ export interface RevertInput {
   asideTag: string | null;
 }
 
-/** Back to the source with the state it had: the target is cleaned first, then the source starts. */
-export async function revertMigration(input: RevertInput): Promise<void> {
+/**
+ * Back to the source with the state it had. The source must first prove it still holds that state
+ * (a confirm that failed part-way may have cleared it): only then is the target cleaned. Once it is
+ * clean, the instance lives on the source whatever fails next: a later failure leaves the guest off
+ * on the source and the instance in error there, to start.
+ */
+export async function revertMigration(input: RevertInput): Promise<ConfirmResult> {
   const source = hostSteps(input.source);
+  const undo = new Compensations();
   let step = 'destroyDomain';
+  let movedBack = false;
+  // Reverts started before the source had to prove its state first replay without the proof.
+  const sourceProvesFirst = patched('revert-source-proves-state-first');
   try {
     if (input.source !== input.target) {
+      if (input.secret !== null && sourceProvesFirst) {
+        step = 'checkTpmStateHealth';
+        const kept = `so the copy on ${input.target} is the only one and is kept; confirm the migration instead ('vtpmctl confirm-migration ${input.instanceUuid}')`;
+        const health = await hostLongSteps(input.source)
+          .checkTpmStateHealth({ instanceUuid: input.instanceUuid, expected: input.expected, secretRef: input.secret.ref })
+          .catch((err: unknown) => {
+            const { type, message } = describeFailure(err);
+            if (type !== 'StateUnhealthy') throw err;
+            throw ApplicationFailure.create({ type: 'SourceStateMissing', message: `${input.source} holds no good copy of the vTPM state (${message}), ${kept}`, nonRetryable: true });
+          });
+        if (health.outcome === 'fresh') {
+          throw ApplicationFailure.create({ type: 'SourceStateMissing', message: `${input.source} no longer holds the instance's vTPM state, ${kept}`, nonRetryable: true });
+        }
+      }
+      // A clear that fails may or may not have run: the migration stays pending, and both a
+      // second revert and a confirm (which finds the target empty and keeps the source) are safe.
       step = 'clearInstance';
       await hostSteps(input.target).clearInstance({ instanceUuid: input.instanceUuid, state: 'purge' });
+      movedBack = true;
     } else {
       await source.destroyDomain({ instanceUuid: input.instanceUuid });
       if (input.asideTag !== null) {
         step = 'restoreAsideTpmState';
         await source.restoreAsideTpmState({ instanceUuid: input.instanceUuid, tag: input.asideTag });
+        movedBack = true;
       }
     }
     step = 'defineDomain';
@@ -237,17 +282,18 @@ export async function revertMigration(input: RevertInput): Promise<void> {
       if (input.secret !== null) {
         step = 'ensureVtpmSecret';
         await ensureSecretOn(input.source, input.instanceUuid, input.secret, input.secretSecurity);
-        step = 'checkTpmStateHealth';
-        await hostLongSteps(input.source).checkTpmStateHealth({ instanceUuid: input.instanceUuid, expected: input.expected, secretRef: input.secret.ref });
+        if (input.source === input.target || !sourceProvesFirst) {
+          step = 'checkTpmStateHealth';
+          await hostLongSteps(input.source).checkTpmStateHealth({ instanceUuid: input.instanceUuid, expected: input.expected, secretRef: input.secret.ref });
+        }
       }
       step = 'startDomain';
+      undo.add(`destroyDomain on ${input.source}`, () => hostCleanup(input.source).destroyDomain({ instanceUuid: input.instanceUuid }));
       await source.startDomain({ instanceUuid: input.instanceUuid });
     }
-    if (input.staging !== null) {
-      step = 'deleteStateImage';
-      await controlSteps.deleteStateImage({ id: input.staging.imageId, project: input.staging.project });
-    }
+    return { leftover: await deleteStaging(input.staging) };
   } catch (err) {
-    throw operationFailure('revertMigration', step, err, []);
+    const left = await undo.run();
+    throw operationFailure('revertMigration', step, err, left, movedBack ? { stranded: `the instance is back on ${input.source} with its state there, but not running; start it there ('vtpmctl start ${input.instanceUuid}')` } : {});
   }
 }

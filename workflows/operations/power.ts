@@ -3,7 +3,8 @@
  * generation; every start first checks the state against it (restoring a kept generation when
  * the live state is damaged), so a start never runs a guest on the wrong or a broken TPM.
  */
-import { controlSteps, hostLongSteps, hostSteps } from '../activity-options';
+import { controlSteps, hostCleanup, hostLongSteps, hostSteps } from '../activity-options';
+import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
 import { ensureSecretOn } from './secret-step';
 import type { RebootInput, StartInput, StartResult, StopInput, StopResult } from './types';
@@ -26,8 +27,12 @@ async function backUp(input: StopInput, generation: number): Promise<boolean> {
 }
 
 export async function stopInstance(input: StopInput): Promise<StopResult> {
+  const undo = new Compensations();
   let step = 'shutdownDomain';
   try {
+    // A stop that fails part-way is undone: the guest runs again on its own host, from the state
+    // it left (no other host holds it, so this is no second copy).
+    undo.add(`startDomain on ${input.host}`, () => hostCleanup(input.host).startDomain({ instanceUuid: input.instanceUuid }));
     const { graceful } = await hostLongSteps(input.host).shutdownDomain({
       instanceUuid: input.instanceUuid,
       deadlineSeconds: input.shutdownDeadlineSeconds,
@@ -37,12 +42,13 @@ export async function stopInstance(input: StopInput): Promise<StopResult> {
     const record = await hostLongSteps(input.host).snapshotTpmState({ instanceUuid: input.instanceUuid, generation: input.nextGeneration });
     return { graceful, generation: record.generation, sha256: record.sha256, backedUp: await backUp(input, record.generation) };
   } catch (err) {
-    throw operationFailure('stop', step, err, []);
+    throw operationFailure('stop', step, err, await undo.run());
   }
 }
 
 export async function startInstance(input: StartInput): Promise<StartResult> {
   const host = hostSteps(input.host);
+  const undo = new Compensations();
   let step = 'ensureVtpmSecret';
   try {
     let result: StartResult = { health: 'no vTPM' };
@@ -61,26 +67,31 @@ export async function startInstance(input: StartInput): Promise<StartResult> {
           : { health: health.outcome };
     }
     step = 'startDomain';
+    // A start whose answer is lost may have started the guest: undone, it is off again.
+    undo.add(`destroyDomain on ${input.host}`, () => hostCleanup(input.host).destroyDomain({ instanceUuid: input.instanceUuid }));
     await host.startDomain({ instanceUuid: input.instanceUuid });
     return result;
   } catch (err) {
-    throw operationFailure('start', step, err, []);
+    throw operationFailure('start', step, err, await undo.run());
   }
 }
 
 /** Soft: the guest reboots itself (ACPI). Hard: destroy and start again; the TPM state stays. */
 export async function rebootInstance(input: RebootInput): Promise<void> {
   const host = hostSteps(input.host);
+  const undo = new Compensations();
   let step = input.hard ? 'destroyDomain' : 'rebootDomain';
   try {
     if (!input.hard) {
       await host.rebootDomain({ instanceUuid: input.instanceUuid });
       return;
     }
+    // A hard reboot that fails part-way still ends with the guest running: the undo starts it.
+    undo.add(`startDomain on ${input.host}`, () => hostCleanup(input.host).startDomain({ instanceUuid: input.instanceUuid }));
     await host.destroyDomain({ instanceUuid: input.instanceUuid });
     step = 'startDomain';
     await host.startDomain({ instanceUuid: input.instanceUuid });
   } catch (err) {
-    throw operationFailure('reboot', step, err, []);
+    throw operationFailure('reboot', step, err, await undo.run());
   }
 }

@@ -1,0 +1,403 @@
+/**
+ * The fault matrix: one table of operations, each with the state it starts from, how it is sent
+ * and every activity step it runs; the cells are every operation x step x fault, and one checker
+ * judges every cell by what the hosts and services hold.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { WorkflowHandle } from '@temporalio/client';
+import type { Lifecycle } from '../../domain/instance';
+import { createImageService } from '../../activities/image-service/image-service';
+import { createKeyManager } from '../../activities/key-manager/key-manager';
+import type { Fault } from '../../workers/faults';
+import {
+  bootUpdate,
+  confirmMigrationUpdate,
+  deleteUpdate,
+  instance,
+  migrateUpdate,
+  rebootUpdate,
+  rebuildUpdate,
+  resizeUpdate,
+  revertMigrationUpdate,
+  shelveUpdate,
+  startUpdate,
+  stopUpdate,
+  unshelveUpdate,
+  type BootRequest,
+  type OperationOutcome,
+} from '../../workflows/instance';
+import { controlTaskQueue, hostTaskQueue } from '../../workflows/task-queues';
+import { domainStates, guestBootRequest, guestUp, newInstance, recordOf, startInstanceEntity, type Engine } from './engine';
+import { markerValue } from './guest';
+import { readNvValue } from './tpm-nv';
+
+type Handle = WorkflowHandle<typeof instance>;
+
+/** Where an operation starts from; every instance starts on host-a. */
+export type Given = 'new' | 'running' | 'stopped' | 'verify-migration' | 'shelved';
+
+export interface MatrixOperation {
+  name: string;
+  given: Given;
+  send(handle: Handle, requestId: string, boot: BootRequest): Promise<OperationOutcome>;
+  /** Every activity the operation runs when nothing fails, as `activity@queue`, in order of first call. */
+  steps: string[];
+  /** Where a clean run leaves the instance. */
+  after: { lifecycle: Lifecycle; host: string | null };
+}
+
+const flavor = (memoryMiB: number) => ({ name: `m${memoryMiB}`, extraSpecs: { 'hw:tpm_version': '2.0', 'hw:tpm_model': 'tpm-crb' }, memoryMiB, vcpus: 1 });
+
+/** The table. A step is named by its activity type and the queue it ran on (`control` or a host). */
+export const operations: MatrixOperation[] = [
+  {
+    name: 'boot',
+    given: 'new',
+    send: (h, requestId, boot) => h.executeUpdate(bootUpdate, { args: [{ ...boot, requestId }] }),
+    steps: [
+      'hostStanding@control',
+      'preflightPlacement@host-a',
+      'createPassphrase@control',
+      'ensureVtpmSecret@host-a',
+      'defineDomain@host-a',
+      'startDomain@host-a',
+    ],
+    after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'stop',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(stopUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 1 }] }),
+    steps: [
+      'shutdownDomain@host-a',
+      'snapshotTpmState@host-a',
+      'exportTpmState@host-a',
+      'pruneBackups@control',
+    ],
+    after: { lifecycle: 'stopped', host: 'host-a' },
+  },
+  {
+    name: 'start',
+    given: 'stopped',
+    send: (h, requestId) => h.executeUpdate(startUpdate, { args: [{ requestId }] }),
+    steps: ['ensureVtpmSecret@host-a', 'checkTpmStateHealth@host-a', 'startDomain@host-a'],
+    after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'reboot (soft)',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(rebootUpdate, { args: [{ requestId, hard: false }] }),
+    steps: ['rebootDomain@host-a'],
+    after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'reboot (hard)',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(rebootUpdate, { args: [{ requestId, hard: true }] }),
+    steps: ['destroyDomain@host-a', 'startDomain@host-a'],
+    after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'migrate',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(migrateUpdate, { args: [{ requestId, target: 'host-b', shutdownDeadlineSeconds: 1 }] }),
+    steps: [
+      'hostStanding@control',
+      'preflightPlacement@host-b',
+      'shutdownDomain@host-a',
+      'snapshotTpmState@host-a',
+      'exportTpmState@host-a',
+      'ensureVtpmSecret@host-b',
+      'importTpmState@host-b',
+      'defineDomain@host-b',
+      'checkTpmStateHealth@host-b',
+      'startDomain@host-b',
+    ],
+    after: { lifecycle: 'verify-migration', host: 'host-b' },
+  },
+  {
+    name: 'confirm',
+    given: 'verify-migration',
+    send: (h, requestId) => h.executeUpdate(confirmMigrationUpdate, { args: [{ requestId }] }),
+    steps: ['domainStatus@host-b', 'clearInstance@host-a', 'deleteStateImage@control'],
+    after: { lifecycle: 'active', host: 'host-b' },
+  },
+  {
+    name: 'revert',
+    given: 'verify-migration',
+    send: (h, requestId) => h.executeUpdate(revertMigrationUpdate, { args: [{ requestId }] }),
+    steps: [
+      'checkTpmStateHealth@host-a',
+      'clearInstance@host-b',
+      'defineDomain@host-a',
+      'ensureVtpmSecret@host-a',
+      'startDomain@host-a',
+      'deleteStateImage@control',
+    ],
+    after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'resize',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(resizeUpdate, { args: [{ requestId, target: 'host-b', flavor: flavor(224), shutdownDeadlineSeconds: 1 }] }),
+    steps: [
+      'hostStanding@control',
+      'preflightPlacement@host-b',
+      'shutdownDomain@host-a',
+      'snapshotTpmState@host-a',
+      'exportTpmState@host-a',
+      'ensureVtpmSecret@host-b',
+      'importTpmState@host-b',
+      'defineDomain@host-b',
+      'checkTpmStateHealth@host-b',
+      'startDomain@host-b',
+    ],
+    after: { lifecycle: 'verify-migration', host: 'host-b' },
+  },
+  {
+    name: 'rebuild',
+    given: 'running',
+    send: (h, requestId, boot) => h.executeUpdate(rebuildUpdate, { args: [{ requestId, image: boot.image, boot: boot.boot, shutdownDeadlineSeconds: 1 }] }),
+    steps: [
+      'hostStanding@control',
+      'preflightPlacement@host-a',
+      'shutdownDomain@host-a',
+      'snapshotTpmState@host-a',
+      'defineDomain@host-a',
+      'ensureVtpmSecret@host-a',
+      'startDomain@host-a',
+    ],
+    after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'shelve',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(shelveUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 1 }] }),
+    steps: [
+      'shutdownDomain@host-a',
+      'snapshotTpmState@host-a',
+      'exportTpmState@host-a',
+      'undefineDomain@host-a',
+      'clearInstance@host-a',
+    ],
+    after: { lifecycle: 'shelved', host: null },
+  },
+  {
+    name: 'unshelve',
+    given: 'shelved',
+    send: (h, requestId) => h.executeUpdate(unshelveUpdate, { args: [{ requestId, host: 'host-b' }] }),
+    steps: [
+      'hostStanding@control',
+      'preflightPlacement@host-b',
+      'ensureVtpmSecret@host-b',
+      'importTpmState@host-b',
+      'defineDomain@host-b',
+      'checkTpmStateHealth@host-b',
+      'startDomain@host-b',
+      'deleteStateImage@control',
+    ],
+    after: { lifecycle: 'active', host: 'host-b' },
+  },
+  {
+    name: 'delete',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(deleteUpdate, { args: [{ requestId }] }),
+    steps: [
+      'clearInstance@host-a',
+      'deleteInstancePassphrases@control',
+      'deleteInstanceImages@control',
+    ],
+    after: { lifecycle: 'deleted', host: 'host-a' },
+  },
+];
+
+/**
+ * The faults, by column name. `every result lost once` is one cell per operation: each of its
+ * steps runs, then its result is lost once, so every step runs twice; the others are one cell per
+ * step.
+ */
+export const faultKinds = {
+  'every result lost once': { when: 'after', action: 'lose' },
+  'fails before it runs': { when: 'before', action: 'fail' },
+  'fails after it ran': { when: 'after', action: 'fail' },
+} as const satisfies Record<string, Pick<Fault, 'when' | 'action'>>;
+export type FaultKind = keyof typeof faultKinds;
+
+/** `activity@queue` into a fault for one instance. */
+export function faultFor(step: string, kind: FaultKind, instanceUuid: string): Fault {
+  const [activity, queue] = step.split('@') as [string, string];
+  return { activity, ...faultKinds[kind], taskQueue: queue === 'control' ? controlTaskQueue : hostTaskQueue(queue), instanceUuid };
+}
+
+function queueName(taskQueue: string): string {
+  return taskQueue === controlTaskQueue ? 'control' : taskQueue.replace(/^vtpm-host-/, '');
+}
+
+/**
+ * The activity steps a request ran, as `activity@queue` in order of first call: the entity's own
+ * (pre-flight) between the update's acceptance and completion, and its operation child's.
+ */
+export async function stepsRun(engine: Engine, handle: Handle, requestId: string): Promise<string[]> {
+  const steps: string[] = [];
+  const add = (type: string | null | undefined, queue: string | null | undefined) => {
+    const step = `${type}@${queueName(queue ?? '')}`;
+    if (!steps.includes(step)) steps.push(step);
+  };
+  let inside = false;
+  let updateId: string | undefined;
+  const children: string[] = [];
+  for (const event of (await handle.fetchHistory()).events ?? []) {
+    const accepted = event.workflowExecutionUpdateAcceptedEventAttributes;
+    const args = accepted?.acceptedRequest?.input?.args?.payloads ?? [];
+    if (args.some((p) => Buffer.from(p.data ?? []).toString('utf8').includes(requestId))) {
+      inside = true;
+      updateId = accepted!.acceptedRequest!.meta!.updateId!;
+    }
+    if (updateId !== undefined && event.workflowExecutionUpdateCompletedEventAttributes?.meta?.updateId === updateId) inside = false;
+    if (!inside) continue;
+    const scheduled = event.activityTaskScheduledEventAttributes;
+    if (scheduled) add(scheduled.activityType?.name, scheduled.taskQueue?.name);
+    const child = event.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
+    if (child) children.push(child);
+  }
+  for (const child of children) {
+    for (const event of (await engine.env.client.workflow.getHandle(child).fetchHistory()).events ?? []) {
+      const scheduled = event.activityTaskScheduledEventAttributes;
+      if (scheduled) add(scheduled.activityType?.name, scheduled.taskQueue?.name);
+    }
+  }
+  return steps;
+}
+
+export interface Subject {
+  handle: Handle;
+  init: { instanceUuid: string; project: string; name: string };
+  boot: BootRequest;
+  /** What the test guest wrote into its TPM's NV index. */
+  value: string;
+}
+
+/** A test guest that writes `value` into NV at its first boot and keeps running. */
+function bootRequestFor(engine: Engine, value: string): BootRequest {
+  const base = guestBootRequest(engine, 'host-a', value);
+  const cmdline = `${(base.boot as { cmdline: string }).cmdline} vtpm.stay=1`;
+  return { ...base, boot: { ...base.boot, cmdline } as BootRequest['boot'] };
+}
+
+/** A new instance brought to where `op` starts from. */
+export async function given(engine: Engine, state: Given): Promise<Subject> {
+  const init = newInstance(engine, 'matrix');
+  const handle = await startInstanceEntity(engine, init);
+  const value = `nv-${randomBytes(4).toString('hex')}`;
+  const boot = bootRequestFor(engine, value);
+  const subject = { handle, init, boot, value };
+  if (state === 'new') return subject;
+  await handle.executeUpdate(bootUpdate, { args: [boot] });
+  await guestUp(engine, 'host-a', init.instanceUuid);
+  if (state === 'stopped') await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
+  if (state === 'shelved') await handle.executeUpdate(shelveUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
+  if (state === 'verify-migration') {
+    await handle.executeUpdate(migrateUpdate, { args: [{ requestId: randomUUID(), target: 'host-b', shutdownDeadlineSeconds: 1 }] });
+    await guestUp(engine, 'host-b', init.instanceUuid);
+  }
+  return subject;
+}
+
+/** Hosts holding a runnable copy of the instance's state (a state folder with TPM files; set-aside copies are not runnable). */
+export function stateCopies(engine: Engine, instanceUuid: string): string[] {
+  return engine.config.hosts
+    .filter((host) => {
+      const dir = path.join(host.swtpmStateDir, instanceUuid, 'tpm2');
+      return fs.existsSync(dir) && fs.readdirSync(dir).some((name) => name.startsWith('tpm2-'));
+    })
+    .map((host) => host.name);
+}
+
+/**
+ * What an operator would find wrong on the hosts and services after a cell, as sentences; empty
+ * when all is well: at most one host runs the guest, the state's runnable copies are the ones the
+ * record's lifecycle allows (never none), the record names where the guest is, and every copy
+ * (and the running guest itself) holds the value the guest wrote. `failed` names the operation
+ * when it failed, for the two documented exceptions: a confirm or revert that failed part-way
+ * keeps the migration pending with one of its two copies possibly cleared already (the other is
+ * kept, and trying again is safe), and a delete that failed part-way may have removed every copy.
+ */
+export async function problemsOf(engine: Engine, subject: Subject, failed?: string): Promise<string[]> {
+  const { handle, init, value } = subject;
+  const uuid = init.instanceUuid;
+  const record = await recordOf(handle);
+  const problems: string[] = [];
+  const states = await domainStates(engine, uuid);
+  const running = Object.entries(states).filter(([, s]) => s === 'running').map(([h]) => h);
+  const defined = Object.entries(states).filter(([, s]) => s !== null).map(([h]) => h);
+  const copies = stateCopies(engine, uuid);
+  const images = await createImageService(engine.config).find(init);
+  const where = `lifecycle ${record.lifecycle} on ${record.host}; running on [${running}], defined on [${defined}], state on [${copies}], ${images.length} image(s)`;
+  if (running.length > 1) problems.push(`the guest runs on ${running.length} hosts (${where})`);
+  const expectEqual = (what: string, actual: string[], expected: string[]) => {
+    if (JSON.stringify([...actual].sort()) !== JSON.stringify([...expected].sort())) problems.push(`${what}: [${actual}], expected [${expected}] (${where})`);
+  };
+  switch (record.lifecycle) {
+    case 'new':
+      expectEqual('domains', defined, []);
+      expectEqual('state copies', copies, []);
+      break;
+    case 'active':
+      expectEqual('running', running, [record.host!]);
+      expectEqual('state copies', copies, [record.host!]);
+      break;
+    case 'stopped':
+      expectEqual('running', running, []);
+      expectEqual('defined', defined, [record.host!]);
+      expectEqual('state copies', copies, [record.host!]);
+      break;
+    case 'verify-migration': {
+      const m = record.migration!;
+      if (failed === 'confirm' || failed === 'revert') {
+        if (running.some((h) => h !== m.target)) problems.push(`a pending migration runs off its target (${where})`);
+        if (copies.length === 0 || copies.some((h) => h !== m.source && h !== m.target)) problems.push(`state copies: [${copies}], expected one or both of [${m.source},${m.target}] (${where})`);
+        if (!copies.includes(m.source) && !running.includes(m.target)) problems.push(`the source's copy is gone and the target does not run the guest (${where})`);
+        break;
+      }
+      expectEqual('running', running, m.wasRunning ? [m.target] : []);
+      expectEqual('state copies', copies, [m.source, m.target]);
+      break;
+    }
+    case 'shelved': {
+      expectEqual('defined', defined, []);
+      // A shelve whose last clean-up failed says so ("still pending") and keeps the host in the
+      // record, for delete or the agent's next start to finish: that copy is documented, no other.
+      const pending = record.completed.at(-1)?.message.includes('clean-up on') === true;
+      expectEqual('state copies', pending ? copies.filter((h) => !(record.hosts ?? []).includes(h)) : copies, []);
+      if (record.shelved === null || !images.some((i) => i.id === record.shelved!.imageId)) problems.push(`shelved, but its archive is not in the image service (${where})`);
+      break;
+    }
+    case 'error':
+      // An operation that could not finish nor be undone: the state must still exist somewhere
+      // (unless it was a delete) and nothing runs but on the record's host.
+      if (copies.length === 0 && images.length === 0 && failed !== 'delete') problems.push(`in error and no copy of the state is left (${where})`);
+      if (running.some((h) => h !== record.host)) problems.push(`in error on ${record.host}, and the guest runs elsewhere (${where})`);
+      break;
+    case 'deleted':
+      expectEqual('domains', defined, []);
+      expectEqual('state copies', copies, []);
+      break;
+  }
+  // The TPM's content: a running guest read the value itself (which also waits until it wrote it
+  // after its first boot), and every runnable copy holds it.
+  if (running.length === 1 && record.lifecycle !== 'error') {
+    const read = markerValue(await guestUp(engine, running[0]!, uuid).catch(() => []), 'nvread');
+    if (read !== value) problems.push(`the guest on ${running[0]} read NV value ${JSON.stringify(read)}, it wrote ${value}`);
+  }
+  if (record.secret !== null && copies.length > 0 && failed !== 'delete') {
+    const passphrase = await createKeyManager(engine.config).getPassphrase(record.secret.ref);
+    for (const host of copies) {
+      const dir = path.join(engine.config.hosts.find((h) => h.name === host)!.swtpmStateDir, uuid, 'tpm2');
+      const found = await readNvValue(dir, passphrase).catch((err: Error) => `unreadable: ${err.message}`);
+      if (found !== value) problems.push(`the state on ${host} holds NV value ${JSON.stringify(found)}, the guest wrote ${value}`);
+    }
+  }
+  return problems;
+}
