@@ -33,6 +33,15 @@ import { domainStates, guestBootRequest, guestUp, newInstance, recordOf, startIn
 import { markerValue } from './guest';
 import { readNvValue } from './tpm-nv';
 
+/**
+ * How long a cell waits for its guest to report. Five cells boot TCG guests at once on two cores,
+ * so one boot can take minutes under load; a guest that never reports fails its cell with what it
+ * printed.
+ */
+export const GUEST_REPORT_MS = 300_000;
+/** A cell's whole budget: two boots at most, the operation, the checks and the delete. */
+export const CELL_TIMEOUT_MS = 2 * GUEST_REPORT_MS + 180_000;
+
 type Handle = WorkflowHandle<typeof instance>;
 
 /** Where an operation starts from; every instance starts on host-a. */
@@ -295,12 +304,12 @@ export async function given(engine: Engine, state: Given): Promise<Subject> {
   const subject = { handle, init, boot, value };
   if (state === 'new') return subject;
   await handle.executeUpdate(bootUpdate, { args: [boot] });
-  await guestUp(engine, 'host-a', init.instanceUuid);
+  await guestUp(engine, 'host-a', init.instanceUuid, GUEST_REPORT_MS);
   if (state === 'stopped') await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
   if (state === 'shelved') await handle.executeUpdate(shelveUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
   if (state === 'verify-migration') {
     await handle.executeUpdate(migrateUpdate, { args: [{ requestId: randomUUID(), target: 'host-b', shutdownDeadlineSeconds: 1 }] });
-    await guestUp(engine, 'host-b', init.instanceUuid);
+    await guestUp(engine, 'host-b', init.instanceUuid, GUEST_REPORT_MS);
   }
   return subject;
 }
@@ -388,7 +397,12 @@ export async function problemsOf(engine: Engine, subject: Subject, failed?: stri
   // The TPM's content: a running guest read the value itself (which also waits until it wrote it
   // after its first boot), and every runnable copy holds it.
   if (running.length === 1 && record.lifecycle !== 'error') {
-    const read = markerValue(await guestUp(engine, running[0]!, uuid).catch(() => []), 'nvread');
+    let read: string | undefined;
+    try {
+      read = markerValue(await guestUp(engine, running[0]!, uuid, GUEST_REPORT_MS), 'nvread');
+    } catch (err) {
+      read = `no report: ${(err as Error).message}`;
+    }
     if (read !== value) problems.push(`the guest on ${running[0]} read NV value ${JSON.stringify(read)}, it wrote ${value}`);
   }
   if (record.secret !== null && copies.length > 0 && failed !== 'delete') {

@@ -11,7 +11,7 @@ import { loadConfig } from '../../config';
 import { confirmMigrationUpdate, deleteUpdate, revertMigrationUpdate } from '../../workflows/instance';
 import { domainStates, leftovers, recordOf, startEngine, type Engine } from '../helpers/engine';
 import { ensureTestGuest } from '../helpers/guest';
-import { faultFor, faultKinds, given, operations, problemsOf, stateCopies, stepsRun, type FaultKind, type MatrixOperation, type Subject } from '../helpers/fault-matrix';
+import { CELL_TIMEOUT_MS, faultFor, faultKinds, given, operations, problemsOf, stateCopies, stepsRun, type FaultKind, type MatrixOperation, type Subject } from '../helpers/fault-matrix';
 
 const config = loadConfig();
 let engine: Engine;
@@ -106,7 +106,7 @@ describe('the fault matrix', () => {
         expect(await problemsOf(engine, subject)).toEqual([]);
         await deleteAndProveGone(subject);
         record.passed = true;
-      });
+      }, CELL_TIMEOUT_MS);
     }
   });
 
@@ -131,14 +131,14 @@ describe('the fault matrix', () => {
     expect(await recordOf(subject.handle)).toMatchObject({ lifecycle: 'active', host: 'host-b', migration: null });
     expect(await problemsOf(engine, subject)).toEqual([]);
     await deleteAndProveGone(subject);
-  });
+  }, CELL_TIMEOUT_MS);
 
   for (const op of operations) {
     describe.concurrent(op.name, () => {
-      it('every result lost once', () => cell(op, '(every step)', 'every result lost once'));
+      it('every result lost once', () => cell(op, '(every step)', 'every result lost once'), CELL_TIMEOUT_MS);
       for (const step of op.steps) {
         for (const fault of ['fails before it runs', 'fails after it ran'] as const) {
-          it(`${step}: ${fault}`, () => cell(op, step, fault));
+          it(`${step}: ${fault}`, () => cell(op, step, fault), CELL_TIMEOUT_MS);
         }
       }
     });
