@@ -10,6 +10,7 @@ export type {
   OperationSummary,
 } from './vtpm-client';
 export type { OperationHandle } from './operation-handle';
+export type { AuditFinding, AuditOptions, AuditReport } from './audit';
 export { connectionSettings, type ConnectionSettings, type Environment, type SettingsOptions } from './settings';
 export {
   EngineUnreachable,

@@ -75,6 +75,7 @@ import { pendingOperations, type PendingOperation } from './operation-queue';
 import { connectionOptions, connectionSettings, type ConnectionSettings, type SettingsOptions } from './settings';
 import { asUnreachable, isWorkflowNotFound, noControlWorker, queryFailed, rethrowUnreachable, temporalUnreachable } from './temporal-errors';
 import { timelineOf, type StepFailure, type Timeline } from './timeline';
+import { runAudit, type AuditOptions, type AuditReport } from './audit';
 import { hostRecordsQuery, instancesQuery, operationsQuery, type InstanceFilter, type OperationFilter } from './visibility';
 
 export interface ConnectOptions extends SettingsOptions {
@@ -591,6 +592,19 @@ export class VtpmClient {
     const fields: readonly string[] = isRequestKind(update) ? REQUEST_FIELDS[update] : Object.keys(request);
     const resent = Object.fromEntries(Object.entries(request).filter(([key]) => fields.includes(key)));
     return this.send(update, instanceUuid, { ...resent, requestId: newRequestId });
+  }
+
+  /**
+   * Compares what every host, the key manager and the image service hold with the records:
+   * orphans, missing, duplicates and drift, each with its facts and the command that resolves it.
+   * With `fix`, orphans that no record owns and that do not run are set aside (never deleted).
+   */
+  async audit(options: AuditOptions = {}): Promise<AuditReport> {
+    try {
+      return await runAudit(this, options);
+    } catch (err) {
+      return rethrowUnreachable(err, this.settings);
+    }
   }
 
   /** Each host that reported, with its traits or why it has none. */

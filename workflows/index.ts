@@ -1,5 +1,6 @@
 /** Every workflow the control worker registers. */
 export { probeHosts } from './probe-hosts';
+export { collectHoldings, setAsideOrphans } from './audit';
 export { hostRecord } from './host-record';
 export { instance } from './instance';
 export { bootInstance } from './operations/boot';

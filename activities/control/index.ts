@@ -4,12 +4,21 @@
  * inside a host agent.
  */
 import type { ImageService, StateImageKind } from '../image-service/image-service';
-import type { InstanceOwner, KeyManager, SecretRef } from '../key-manager/key-manager';
+import type { InstanceOwner, KeyManager, ListedSecret, SecretRef } from '../key-manager/key-manager';
+import type { StateImage } from '../image-service/image-service';
 import type { StoredState } from '../../domain/instance';
 import { mapActivityFailures } from '../failures';
 import { createHostStandingActivities, type ReadHostRecord } from './host-standing';
 
 export type { HostStanding, HostRecordView, ReadHostRecord } from './host-standing';
+
+/** What the key manager and the image service hold for one project: what the audit reads. */
+export interface ProjectHoldings {
+  project: string;
+  /** Refs and owners only: no secret material. */
+  passphrases: ListedSecret[];
+  images: StateImage[];
+}
 
 export interface ControlActivityDeps {
   keyManager: KeyManager;
@@ -21,6 +30,12 @@ export interface ControlActivityDeps {
 export function createControlActivities({ keyManager, imageService, readHostRecord }: ControlActivityDeps) {
   return mapActivityFailures({
     ...createHostStandingActivities(readHostRecord),
+
+    /** One listing of the key manager and one of the image service for the project. */
+    async listProjectHoldings(input: { project: string }): Promise<ProjectHoldings> {
+      const [passphrases, images] = await Promise.all([keyManager.listPassphrases(input.project), imageService.list(input.project)]);
+      return { project: input.project, passphrases, images };
+    },
 
     /** Idempotent: a retry finds the secret the first attempt created. */
     async createPassphrase(owner: InstanceOwner): Promise<SecretRef> {

@@ -14,6 +14,7 @@ import type { GuestDefinition } from '../../domain/instance';
 import type { ImageService, StateImage, StateImageKind } from '../image-service/image-service';
 import type { KeyManager, SecretRef } from '../key-manager/key-manager';
 import { checkBootFiles } from './boot-files';
+import { takeHoldings, type HostHoldings } from './inventory';
 import { clearInstance, type ClearResult } from './clear-instance';
 import { readHostFacts, type HostFacts } from './describe-host';
 import { heartbeatWhileRunning, progress } from './heartbeat';
@@ -29,6 +30,7 @@ export type { HostFacts } from './describe-host';
 export type { HealthOutcome, ExpectedState } from './tpm-state-health';
 export type { GenerationRecord } from './state-generations';
 export type { ClearResult } from './clear-instance';
+export type { HostHoldings } from './inventory';
 export type { PreflightFailure } from './preflight';
 
 export interface HostActivityDeps {
@@ -262,6 +264,28 @@ export function createHostActivities(deps: HostActivityDeps) {
       return clearInstance(
         { libvirt, files, generations, workDir, serialLogPath: (uuid) => serialLogPath(deps.agentDir, uuid) },
         input,
+      );
+    },
+
+    /** Everything of the engine's kind this host holds, one listing per kind: what the audit reads. */
+    async listHoldings(): Promise<HostHoldings> {
+      return takeHoldings(host.name, libvirt, host.swtpmStateDir, generations);
+    },
+
+    /**
+     * The audit's `--fix` for an instance no record owns: its domain undefined, its vTPM secrets
+     * removed and its state set aside (never deleted). A domain that runs is refused: a guest may
+     * depend on it, and stopping it is an operator's decision.
+     */
+    async setAsideOrphan(input: { instanceUuid: string }): Promise<ClearResult> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const status = await libvirt.domainStatus(uuid);
+      if (status !== null && status.state !== 'shut off') {
+        throw new StateConflict(`instance ${uuid} has no record but its domain is ${status.state} on ${host.name}: stop it by hand (virsh destroy ${uuid}) if nothing needs it, then run the audit with --fix again`);
+      }
+      return clearInstance(
+        { libvirt, files, generations, workDir, serialLogPath: (id) => serialLogPath(deps.agentDir, id) },
+        { instanceUuid: uuid, state: 'aside', why: 'orphan' },
       );
     },
 

@@ -63,14 +63,19 @@ export class LibvirtHost {
     }
   }
 
-  /** The vTPM secrets whose usage name is this instance (how Nova and we name them). */
-  async vtpmSecretsOf(instanceUuid: string): Promise<string[]> {
+  /** Every vTPM secret on the host, with the instance its usage name gives, in one listing. */
+  async vtpmSecrets(): Promise<Array<{ uuid: string; instanceUuid: string }>> {
     const out = await virsh(this.uri, ['secret-list']);
     return out
       .split('\n')
       .map((line) => /^\s*([0-9a-f-]{36})\s+vtpm\s+(\S+)\s*$/.exec(line))
-      .filter((m): m is RegExpExecArray => m !== null && m[2] === instanceUuid)
-      .map((m) => m[1]!);
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ uuid: m[1]!, instanceUuid: m[2]! }));
+  }
+
+  /** The vTPM secrets whose usage name is this instance (how Nova and we name them). */
+  async vtpmSecretsOf(instanceUuid: string): Promise<string[]> {
+    return (await this.vtpmSecrets()).filter((s) => s.instanceUuid === instanceUuid).map((s) => s.uuid);
   }
 
   async undefineSecret(uuid: string): Promise<void> {

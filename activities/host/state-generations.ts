@@ -54,6 +54,12 @@ export class StateGenerations {
     return record;
   }
 
+  /** The instances this host keeps generations of. */
+  instances(): string[] {
+    if (!fs.existsSync(this.dir)) return [];
+    return fs.readdirSync(this.dir).filter((name) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(name));
+  }
+
   /** Newest first. */
   list(instanceUuid: string): GenerationRecord[] {
     const dir = this.instanceDir(instanceUuid);

@@ -21,6 +21,7 @@ import { Readable } from 'node:stream';
 import type { ImageServiceSettings } from '../../config';
 import { publish, sweepTemps, writeFileAtomic, writeStreamToTemp, writeTemp } from '../atomic-files';
 import { DigestMismatch, ImageNotFound, StoreCorrupt, embeddedStoreGuard } from '../service-errors';
+import { checkProject } from '../service-guards';
 import type { ImageRef, ImageService, StateImage, StateImageMeta } from './image-service';
 import { byGeneration, checkFilter, checkImageRef, checkMeta } from './state-image-checks';
 import { byteChunks, discard, verifiedChunks, type Digest } from './stream-digest';
@@ -177,6 +178,13 @@ export function embeddedImageService(settings: Pick<ImageServiceSettings, 'embed
       return records
         .filter((r): r is StateImage => r !== undefined && (checked.kind === undefined || r.kind === checked.kind))
         .sort(byGeneration);
+    }),
+
+    list: guarded('listing images', async (project: string) => {
+      const checked = checkProject(SERVICE, project);
+      const names = await recordNames(checked);
+      const records = await Promise.all(names.map((name) => readRecord(path.join(recordsDir(checked), name))));
+      return records.filter((r): r is StateImage => r !== undefined).sort(byGeneration);
     }),
 
     checkReachable: guarded('checking the store', async () => {

@@ -10,6 +10,7 @@ import { publish, writeStreamToTemp } from '../atomic-files';
 import { OpenStackClient, networkReason } from '../openstack/http';
 import type { KeystoneTokens } from '../openstack/keystone';
 import { DigestMismatch, ImageForbidden, ImageNotFound, ServiceMisconfigured, ServiceRequestRejected, ServiceUnavailable, isServiceError } from '../service-errors';
+import { checkProject } from '../service-guards';
 import type { ImageRef, ImageService, StateImage, StateImageKind, StateImageMeta } from './image-service';
 import { byGeneration, checkFilter, checkImageRef, checkMeta, sameArchive, STATE_IMAGE_KINDS } from './state-image-checks';
 import { byteChunks, discard, verifiedChunks, type Digest } from './stream-digest';
@@ -209,6 +210,14 @@ export function glanceImageService(settings: GlanceSettings): ImageService {
       return found
         .map((image) => toStateImage(image, checked.project))
         .filter((image): image is StateImage => image !== undefined && image.instanceUuid === checked.instanceUuid)
+        .sort(byGeneration);
+    },
+
+    async list(project) {
+      const checked = checkProject('glance', project);
+      return (await list(checked, {}))
+        .map((image) => toStateImage(image, checked))
+        .filter((image): image is StateImage => image !== undefined)
         .sort(byGeneration);
     },
 

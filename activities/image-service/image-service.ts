@@ -53,6 +53,8 @@ export interface ImageService {
   delete(image: ImageRef): Promise<void>;
   /** The instance's images (complete or not), oldest generation first. */
   find(filter: { project: string; instanceUuid: string; kind?: StateImageKind }): Promise<StateImage[]>;
+  /** Every state image of the project (every instance, complete or not) in one (paged) listing: what the audit compares with the records. */
+  list(project: string): Promise<StateImage[]>;
   /** Start-up check: throws ServiceMisconfigured naming the setting to fix. */
   checkReachable(): Promise<void>;
 }

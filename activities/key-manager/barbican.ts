@@ -7,8 +7,8 @@ import { OpenStackClient } from '../openstack/http';
 import type { KeystoneTokens } from '../openstack/keystone';
 import { SecretForbidden, SecretNotFound, ServiceMisconfigured, ServiceUnavailable } from '../service-errors';
 import { checkProject, checkUuid } from '../service-guards';
-import type { InstanceOwner, KeyManager, SecretRef } from './key-manager';
-import { newPassphrase, vtpmSecretName } from './passphrase';
+import type { InstanceOwner, KeyManager, ListedSecret as ListedVtpmSecret, SecretRef } from './key-manager';
+import { instanceOfSecretName, newPassphrase, vtpmSecretName } from './passphrase';
 
 export interface BarbicanSettings {
   url: string;
@@ -54,6 +54,25 @@ export function barbicanKeyManager(settings: BarbicanSettings): KeyManager {
     }
     // Oldest first, ties by id: every racer that lists the same set picks the same survivor.
     return found.sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id));
+  }
+
+  /** Every secret of the project named as a vTPM secret, page by page. */
+  async function listProject(project: string): Promise<ListedVtpmSecret[]> {
+    const found: ListedVtpmSecret[] = [];
+    for (let offset = 0; ; offset += PAGE) {
+      const query = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
+      const res = await client.request('GET', `/v1/secrets?${query}`, { as: { project } });
+      if (res.status !== 200) throw await client.rejected(res, `listing the secrets of project ${project}`);
+      const page = await client.json<{ secrets?: ListedSecret[]; total?: number }>(res, 'listing secrets');
+      const secrets = page.secrets ?? [];
+      for (const secret of secrets) {
+        const id = secretIdOf(secret.secret_ref);
+        const instanceUuid = instanceOfSecretName(secret.name);
+        if (id !== undefined && instanceUuid !== undefined) found.push({ id, project, instanceUuid });
+      }
+      if (secrets.length < PAGE || offset + PAGE >= (page.total ?? 0)) break;
+    }
+    return found;
   }
 
   async function tag(ref: SecretRef, instanceUuid: string): Promise<void> {
@@ -130,6 +149,10 @@ export function barbicanKeyManager(settings: BarbicanSettings): KeyManager {
 
     async findPassphrases(owner) {
       return (await list(checkOwner(owner))).map(({ id, project }) => ({ id, project }));
+    },
+
+    async listPassphrases(project) {
+      return listProject(checkProject('barbican', project));
     },
 
     async checkReachable() {

@@ -149,6 +149,27 @@ export function embeddedKeyManager(settings: Pick<KeyManagerSettings, 'embeddedD
       }
     }),
 
+    listPassphrases: guarded('listing passphrases', async (project: string) => {
+      const checked = checkOwner({ project, instanceUuid: '00000000-0000-4000-8000-000000000000' }).project;
+      const names = await fs.readdir(path.join(projectsDir, checked)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return [] as string[];
+        throw err;
+      });
+      const listed = [];
+      for (const name of names) {
+        const match = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.secret$/.exec(name);
+        if (match === null) continue;
+        const text = await readIfExists(path.join(projectsDir, checked, name));
+        if (text === undefined) continue;
+        try {
+          listed.push({ id: readSealedHeader(text).id, project: checked, instanceUuid: match[1]! });
+        } catch (err) {
+          throw new StoreCorrupt(SERVICE, `secret file ${path.join(projectsDir, checked, name)} cannot be read: ${(err as Error).message}`);
+        }
+      }
+      return listed;
+    }),
+
     checkReachable: guarded('checking the store', async () => {
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
       await fs.rm(await writeTemp(path.join(dir, 'probe'), 'probe', 0o600));

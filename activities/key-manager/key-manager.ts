@@ -20,6 +20,11 @@ export interface SecretRef {
   project: string;
 }
 
+/** A vTPM secret as a listing names it: its ref and the instance its name says it belongs to. */
+export interface ListedSecret extends SecretRef {
+  instanceUuid: string;
+}
+
 export interface KeyManager {
   readonly kind: 'barbican' | 'embedded';
   /** Idempotent: returns the instance's existing secret when there is one. */
@@ -30,6 +35,8 @@ export interface KeyManager {
   deletePassphrase(ref: SecretRef): Promise<void>;
   /** The instance's secrets, oldest first; normally one, more only after a race that lost a clean-up. */
   findPassphrases(owner: InstanceOwner): Promise<SecretRef[]>;
+  /** Every vTPM secret of the project, with the instance its name gives, in one (paged) listing: what the audit compares with the records. */
+  listPassphrases(project: string): Promise<ListedSecret[]>;
   /** Start-up check: throws ServiceMisconfigured naming the setting to fix. */
   checkReachable(): Promise<void>;
 }

@@ -6,12 +6,13 @@ import type { Environment } from '../settings';
 import { VtpmClient } from '../vtpm-client';
 import { parseCommand, splitCommand, UsageError } from './args';
 import { reportError, type Command } from './command';
+import { auditCommand } from './commands/audit';
 import { inspectCommands } from './commands/inspect';
 import { operationCommands } from './commands/operations';
 import { ExitCode, type ExitCodeValue } from './exit-codes';
 import { Output, type Io } from './output';
 
-export const commands: Command[] = [...operationCommands, ...inspectCommands];
+export const commands: Command[] = [...operationCommands, ...inspectCommands, auditCommand];
 
 const globalUsage = '[--json] [--profile NAME] [--config-file PATH] [--address HOST:PORT] [--namespace NS]';
 
