@@ -40,6 +40,8 @@ export interface AuditReport {
   findings: AuditFinding[];
   /** With `fix`: what was set aside, or why not. */
   fixed: OrphanFix[];
+  /** The findings a fix did not resolve (all of them without `fix`): what the exit code counts. */
+  unresolved: AuditFinding[];
   /** The collection workflow, for its history in the Temporal UI. */
   workflowId: string;
 }
@@ -166,7 +168,11 @@ export async function runAudit(client: VtpmClient, options: AuditOptions = {}): 
     }
   }
 
+  const setAside = new Set(fixed.filter((f) => f.done).map((f) => `${f.host}\0${f.instanceUuid}`));
+  const unresolved = findings.filter((f) => !(f.fixable && f.host !== undefined && setAside.has(`${f.host}\0${f.instanceUuid}`)));
+
   return {
+    unresolved,
     hostsAudited: collection.hosts.filter((a) => a.answered).map((a) => a.host),
     hostsUnreachable: collection.hosts.flatMap((a) => (a.answered ? [] : [{ host: a.host, error: a.error }])),
     projectsAudited: collection.projects.filter((a) => a.answered).map((a) => a.project),

@@ -18,9 +18,12 @@ export interface Fault {
    * `fail`: a non-retryable failure; `lose` (after only): the step ran but its result is lost
    * on the way back, a retryable failure, so the step runs again; `crash`: the worker process is
    * killed (SIGKILL); `stall`: the activity never answers, as on a host that died mid-step (until
-   * the worker stops).
+   * the worker stops); `pause` (in code only): the step waits at that point until the test
+   * releases it, so the test can break something (restart libvirtd) exactly there.
    */
-  action: 'fail' | 'lose' | 'crash' | 'stall';
+  action: 'fail' | 'lose' | 'crash' | 'stall' | 'pause';
+  /** For `pause`: called when the step reaches the point; the step goes on when `release` settles. */
+  pause?: { reached(): void; release: Promise<void> };
   /** Fire on every matching call, not only the first. */
   repeat?: boolean;
   /** Only on this task queue (one host's agent), when set. */
@@ -70,6 +73,17 @@ class FaultInterceptor implements ActivityInboundCallsInterceptor {
       if (fault.instanceUuid !== undefined && !(workflowExecution?.workflowId ?? '').includes(fault.instanceUuid)) continue;
       if (!fault.repeat && !this.claim(fault, index)) continue;
       if (fault.action === 'crash') process.kill(process.pid, 'SIGKILL');
+      if (fault.action === 'pause') {
+        fault.pause?.reached();
+        // Heartbeats while it waits, so a step with a heartbeat timeout is not timed out meanwhile.
+        const beat = setInterval(() => Context.current().heartbeat('paused by a test'), 5_000);
+        try {
+          await fault.pause?.release;
+        } finally {
+          clearInterval(beat);
+        }
+        continue;
+      }
       if (fault.action === 'stall') {
         await Promise.race([Context.current().cancelled, new Promise((resolve) => setTimeout(resolve, 3_600_000))]);
       }

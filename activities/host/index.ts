@@ -139,10 +139,20 @@ export function createHostActivities(deps: HostActivityDeps) {
       await libvirt.defineDomain(buildDomainXml(spec));
     },
 
-    async startDomain(input: { instanceUuid: string }): Promise<void> {
-      const status = await libvirt.domainStatus(checkInstanceUuid(input.instanceUuid));
+    /**
+     * Starts the domain. With `secret`, its libvirt secret is defined again first when it is
+     * missing: an ephemeral secret is gone after a libvirtd restart, which may fall between the
+     * operation's ensureVtpmSecret and this step, or anywhere before a compensation's start.
+     */
+    async startDomain(input: { instanceUuid: string; secret?: { secretUuid: string; secretRef: SecretRef; ephemeral: boolean } }): Promise<void> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const status = await libvirt.domainStatus(uuid);
       if (status?.state === 'running') return;
-      await libvirt.start(input.instanceUuid);
+      if (input.secret !== undefined && !(await libvirt.secretHasValue(input.secret.secretUuid))) {
+        await libvirt.defineSecret(buildVtpmSecretXml({ uuid: input.secret.secretUuid, instanceUuid: uuid, ephemeral: input.secret.ephemeral }));
+        await libvirt.setSecretValue(input.secret.secretUuid, await keyManager.getPassphrase(input.secret.secretRef));
+      }
+      await libvirt.start(uuid);
     },
 
     /** ACPI shutdown, waiting up to the deadline, then destroy. */

@@ -130,6 +130,25 @@ export async function stackDown(
   }
 }
 
+/**
+ * Kills a service's main process and starts it again, as a crash or a package upgrade would,
+ * without its `beforeStop`: a restarted libvirtd finds its guests still running. Only a service
+ * this stack started can be restarted. For tests that provoke the restart for real.
+ */
+export async function restartMainProcess(config: Config, name: string, signal: 'SIGTERM' | 'SIGKILL', log: (line: string) => void = console.log): Promise<void> {
+  const service = stackServices(config).find((s) => s.name === name);
+  if (service === undefined) throw new Error(`no stack service is named ${JSON.stringify(name)}`);
+  const [main, ...others] = recordedPids(config, service);
+  if (main === undefined || !pidAlive(main)) throw new Error(`${name} was not started by this stack (no live recorded pid): it cannot be restarted here`);
+  const started = Date.now();
+  process.kill(main, signal);
+  await waitFor(`${name} (pid ${main}) to exit`, async () => (pidAlive(main) ? 'still running' : null), 30_000);
+  const pids = await service.start();
+  fs.writeFileSync(pidFile(config, service), `${[...new Set([...pids, ...others.filter(pidAlive)])].join('\n')}\n`);
+  await waitFor(service.name, () => service.health(), service.startTimeoutMs);
+  log(`${name}: restarted after ${signal} (pid ${main} -> ${pids[0]}) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
 export async function stackStatus(config: Config): Promise<ServiceStatus[]> {
   return Promise.all(stackServices(config).map((service) => statusOf(config, service)));
 }

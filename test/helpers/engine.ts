@@ -19,7 +19,7 @@ import type { FaultPlan } from '../../workers/faults';
 import { startHostAgent, type RunningAgent } from '../../workers/host-agent';
 import { instance, instanceQuery, instanceWorkflowId, type BootRequest } from '../../workflows/instance';
 import { controlTaskQueue } from '../../workflows/task-queues';
-import { guestDir, markersOf, waitForGuest } from './guest';
+import { GUEST_KERNEL_ARGS, guestDir, markersOf, waitForGuest } from './guest';
 import { createTestEnvironment } from './temporal';
 
 export interface Engine {
@@ -91,7 +91,7 @@ export function guestBootRequest(engine: Engine, host: string, nvValue: string, 
     host,
     flavor: { name: 'tpm-crb', extraSpecs: { 'hw:tpm_version': '2.0', 'hw:tpm_model': 'tpm-crb', ...extraSpecs }, memoryMiB: 192, vcpus: 1 },
     image: { id: 'test-guest', properties: {} },
-    boot: { kernel: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img'), cmdline: `console=ttyS0 vtpm.nvwriteonce=${nvValue}` },
+    boot: { kernel: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img'), cmdline: `${GUEST_KERNEL_ARGS} vtpm.nvwriteonce=${nvValue}` },
   };
 }
 

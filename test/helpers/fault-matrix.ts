@@ -32,6 +32,7 @@ import { controlTaskQueue, hostTaskQueue } from '../../workflows/task-queues';
 import { domainStates, guestBootRequest, guestUp, newInstance, recordOf, startInstanceEntity, type Engine } from './engine';
 import { markerValue } from './guest';
 import { readNvValue } from './tpm-nv';
+import { VtpmClient } from '../../client';
 
 /**
  * How long a cell waits for its guest to report. Five cells boot TCG guests at once on two cores,
@@ -235,6 +236,19 @@ export const faultKinds = {
 export type FaultKind = keyof typeof faultKinds;
 
 /** `activity@queue` into a fault for one instance. */
+/**
+ * Where a libvirtd restart hurts an operation most: just before its start on host-a, after its
+ * ensureVtpmSecret there (an ephemeral secret is gone after the restart), else before its last
+ * step on host-a. Null for an operation with no step on host-a (its host is host-b, whose
+ * libvirtd shares a private mount namespace with the virtlogd that carries its guests' consoles:
+ * restarting it here would cut them off).
+ */
+export function libvirtdRestartStep(op: MatrixOperation): string | null {
+  const onA = op.steps.filter((s) => s.endsWith('@host-a') && !s.startsWith('preflightPlacement') && !s.startsWith('hostStanding'));
+  if (onA.includes('startDomain@host-a')) return 'startDomain@host-a';
+  return onA.at(-1) ?? null;
+}
+
 export function faultFor(step: string, kind: FaultKind, instanceUuid: string): Fault {
   const [activity, queue] = step.split('@') as [string, string];
   return { activity, ...faultKinds[kind], taskQueue: queue === 'control' ? controlTaskQueue : hostTaskQueue(queue), instanceUuid };
@@ -394,6 +408,12 @@ export async function problemsOf(engine: Engine, subject: Subject, failed?: stri
       expectEqual('state copies', copies, []);
       break;
   }
+  // The audit, as an operator would run it for the instance's project: nothing of the instance
+  // may be an orphan, missing, a duplicate or drifted (with the record's own exceptions above).
+  const audit = await VtpmClient.fromClient(engine.env.client, { uiUrl: 'http://127.0.0.1:8233' }).audit({ project: init.project });
+  for (const f of audit.findings.filter((f) => f.instanceUuid === uuid)) problems.push(`audit: ${f.kind} ${f.resource} on ${f.host ?? 'the services'}: ${f.facts} (${where})`);
+  if (audit.hostsUnreachable.length > 0) problems.push(`audit: hosts not audited: ${JSON.stringify(audit.hostsUnreachable)}`);
+
   // The TPM's content: a running guest read the value itself (which also waits until it wrote it
   // after its first boot), and every runnable copy holds it.
   if (running.length === 1 && record.lifecycle !== 'error') {

@@ -14,7 +14,7 @@ import { LibvirtHost } from '../../activities/host/libvirt-host';
 import { buildVtpmSecretXml } from '../../domain';
 import type { GuestDefinition } from '../../domain/instance';
 import { hostActivitiesFor } from '../../workers/host-agent';
-import { ensureTestGuest, guestDir } from '../helpers/guest';
+import { GUEST_KERNEL_ARGS, ensureTestGuest, guestDir } from '../helpers/guest';
 import { scratchImageDir } from '../helpers/images';
 import { removeDomainAndSecret, testName } from '../helpers/libvirt';
 
@@ -42,7 +42,7 @@ function testGuest(label: string, boot: Partial<{ kernel: string; initrd: string
     boot: {
       kernel: boot.kernel ?? path.join(guestDir(config), 'vmlinuz'),
       initrd: boot.initrd ?? path.join(guestDir(config), 'initrd.img'),
-      cmdline: 'console=ttyS0',
+      cmdline: GUEST_KERNEL_ARGS,
     },
     vtpm: { version: '2.0', model: 'tpm-crb', secretUuid: randomUUID() },
   };

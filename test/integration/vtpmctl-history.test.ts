@@ -14,7 +14,7 @@ import { reportHost } from '../../workers/report-host';
 import { instance, instanceWorkflowId } from '../../workflows/instance';
 import { controlTaskQueue } from '../../workflows/task-queues';
 import { startEngine, type Engine } from '../helpers/engine';
-import { ensureTestGuest, guestDir } from '../helpers/guest';
+import { GUEST_KERNEL_ARGS, ensureTestGuest, guestDir } from '../helpers/guest';
 import { vtpmctlAt } from '../helpers/vtpmctl';
 
 const config = loadConfig();
@@ -39,7 +39,7 @@ describe('vtpmctl history of an operation without a workflow', () => {
     const booted = await vtpmctl([
       'boot', uuid, '--project', `history-${uuid.slice(0, 8)}`, '--host', 'host-a', '--memory', '192',
       '--flavor-spec', 'hw:tpm_version=2.0', '--flavor-spec', 'hw:tpm_model=tpm-crb',
-      '--kernel', path.join(dir, 'vmlinuz'), '--initrd', path.join(dir, 'initrd.img'), '--cmdline', 'console=ttyS0 vtpm.stay=1',
+      '--kernel', path.join(dir, 'vmlinuz'), '--initrd', path.join(dir, 'initrd.img'), '--cmdline', `${GUEST_KERNEL_ARGS} vtpm.stay=1`,
       '--json',
     ]);
     expect(booted.code, JSON.stringify(booted.json)).toBe(0);

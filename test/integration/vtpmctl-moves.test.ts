@@ -12,7 +12,7 @@ import { LibvirtHost } from '../../activities/host/libvirt-host';
 import { hostActivitiesFor } from '../../workers/host-agent';
 import { reportHost } from '../../workers/report-host';
 import { startEngine, type Engine } from '../helpers/engine';
-import { ensureTestGuest, guestDir } from '../helpers/guest';
+import { GUEST_KERNEL_ARGS, ensureTestGuest, guestDir } from '../helpers/guest';
 import { vtpmctlAt } from '../helpers/vtpmctl';
 
 const config = loadConfig();
@@ -22,7 +22,7 @@ const vtpmctl = (args: string[]) => vtpmctlAt(engine.env.address, args);
 
 function guestArgs(): string[] {
   const dir = guestDir(config);
-  return ['--kernel', path.join(dir, 'vmlinuz'), '--initrd', path.join(dir, 'initrd.img'), '--cmdline', 'console=ttyS0 vtpm.nvwriteonce=moves'];
+  return ['--kernel', path.join(dir, 'vmlinuz'), '--initrd', path.join(dir, 'initrd.img'), '--cmdline', `${GUEST_KERNEL_ARGS} vtpm.nvwriteonce=moves`];
 }
 
 beforeAll(async () => {

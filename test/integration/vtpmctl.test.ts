@@ -14,7 +14,7 @@ import { loadConfig } from '../../config';
 import { hostActivitiesFor } from '../../workers/host-agent';
 import { reportHost } from '../../workers/report-host';
 import { startEngine, type Engine } from '../helpers/engine';
-import { ensureTestGuest, guestDir } from '../helpers/guest';
+import { GUEST_KERNEL_ARGS, ensureTestGuest, guestDir } from '../helpers/guest';
 
 const config = loadConfig();
 // Host B serves only the 'user' secret-security mode here, so a 'host' request must be refused.
@@ -56,7 +56,7 @@ function guestArgs(nvValue: string): string[] {
   return [
     '--kernel', path.join(dir, 'vmlinuz'),
     '--initrd', path.join(dir, 'initrd.img'),
-    '--cmdline', `console=ttyS0 vtpm.nvwriteonce=${nvValue}`,
+    '--cmdline', `${GUEST_KERNEL_ARGS} vtpm.nvwriteonce=${nvValue}`,
     '--memory', '192',
   ];
 }

@@ -76,6 +76,8 @@ export function installPowerHandlers(ctx: EntityContext): void {
             project: r.project,
             host: requireHost(r),
             hasVtpm: r.vtpm !== null,
+            secret: r.secret,
+            secretSecurity: r.vtpm?.secretSecurity ?? null,
             nextGeneration: r.stateGeneration + 1,
             shutdownDeadlineSeconds: request.shutdownDeadlineSeconds ?? DEFAULT_SHUTDOWN_DEADLINE_SECONDS,
           },
@@ -137,7 +139,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
           rebootInstance,
           'reboot',
           request.requestId,
-          { instanceUuid: r.instanceUuid, project: r.project, host: requireHost(r), hard: request.hard === true },
+          { instanceUuid: r.instanceUuid, project: r.project, host: requireHost(r), hard: request.hard === true, secret: r.secret, secretSecurity: r.vtpm?.secretSecurity ?? null },
           request,
         );
         return { message: `${request.hard ? 'hard' : 'soft'} reboot done; vTPM state kept`, apply: (rec) => rec };

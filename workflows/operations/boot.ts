@@ -7,7 +7,7 @@ import { CancellationScope } from '@temporalio/workflow';
 import { controlSteps, hostCleanup, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
-import { ensureSecretOn } from './secret-step';
+import { ensureSecretOn, startSecret } from './secret-step';
 import type { BootInput, BootResult } from './types';
 
 export async function bootInstance(input: BootInput): Promise<BootResult> {
@@ -32,7 +32,7 @@ export async function bootInstance(input: BootInput): Promise<BootResult> {
     step = 'defineDomain';
     await host.defineDomain({ guest: input.guest });
     step = 'startDomain';
-    await host.startDomain({ instanceUuid: input.instanceUuid });
+    await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(secret, input.secretSecurity) });
     return { secret };
   } catch (err) {
     throw operationFailure('boot', step, err, await CancellationScope.nonCancellable(() => undo.run()));

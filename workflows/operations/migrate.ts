@@ -14,7 +14,7 @@ import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
 import { controlSteps, hostCleanup, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { describeFailure, operationFailure } from '../failures';
-import { ensureSecretOn } from './secret-step';
+import { ensureSecretOn, startSecret } from './secret-step';
 
 export interface MigrateInput {
   instanceUuid: string;
@@ -64,7 +64,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
       undo.add('restartOnSource', async () => {
         if (!targetClean) throw new Error(`${input.target} was not shown clean`);
         if (input.secret !== null) await ensureSecretOn(input.source, input.instanceUuid, input.secret, input.secretSecurity);
-        await source.startDomain({ instanceUuid: input.instanceUuid });
+        await source.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
       });
     }
     await hostLongSteps(input.source).shutdownDomain({ instanceUuid: input.instanceUuid, deadlineSeconds: input.shutdownDeadlineSeconds });
@@ -138,7 +138,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
       }
       step = 'startDomain';
       if (sameHost) undo.add('stopOnHost', () => source.destroyDomain({ instanceUuid: input.instanceUuid }));
-      await target.startDomain({ instanceUuid: input.instanceUuid });
+      await target.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(secret, input.secretSecurity) });
     }
     return { staging, secret, generation: taken.generation, sha256: taken.sha256, asidePath };
   } catch (err) {
@@ -289,7 +289,7 @@ export async function revertMigration(input: RevertInput): Promise<ConfirmResult
       }
       step = 'startDomain';
       undo.add(`destroyDomain on ${input.source}`, () => hostCleanup(input.source).destroyDomain({ instanceUuid: input.instanceUuid }));
-      await source.startDomain({ instanceUuid: input.instanceUuid });
+      await source.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
     }
     return { leftover: await deleteStaging(input.staging) };
   } catch (err) {

@@ -6,7 +6,7 @@
 import { controlSteps, hostCleanup, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
-import { ensureSecretOn } from './secret-step';
+import { ensureSecretOn, startSecret } from './secret-step';
 import type { RebootInput, StartInput, StartResult, StopInput, StopResult } from './types';
 
 /** Off-host backups kept per instance, for evacuate when the host is lost. */
@@ -32,7 +32,7 @@ export async function stopInstance(input: StopInput): Promise<StopResult> {
   try {
     // A stop that fails part-way is undone: the guest runs again on its own host, from the state
     // it left (no other host holds it, so this is no second copy).
-    undo.add(`startDomain on ${input.host}`, () => hostCleanup(input.host).startDomain({ instanceUuid: input.instanceUuid }));
+    undo.add(`startDomain on ${input.host}`, () => hostCleanup(input.host).startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) }));
     const { graceful } = await hostLongSteps(input.host).shutdownDomain({
       instanceUuid: input.instanceUuid,
       deadlineSeconds: input.shutdownDeadlineSeconds,
@@ -69,7 +69,7 @@ export async function startInstance(input: StartInput): Promise<StartResult> {
     step = 'startDomain';
     // A start whose answer is lost may have started the guest: undone, it is off again.
     undo.add(`destroyDomain on ${input.host}`, () => hostCleanup(input.host).destroyDomain({ instanceUuid: input.instanceUuid }));
-    await host.startDomain({ instanceUuid: input.instanceUuid });
+    await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
     return result;
   } catch (err) {
     throw operationFailure('start', step, err, await undo.run());
@@ -87,10 +87,11 @@ export async function rebootInstance(input: RebootInput): Promise<void> {
       return;
     }
     // A hard reboot that fails part-way still ends with the guest running: the undo starts it.
-    undo.add(`startDomain on ${input.host}`, () => hostCleanup(input.host).startDomain({ instanceUuid: input.instanceUuid }));
+    // Both starts define the libvirt secret again if a libvirtd restart took it.
+    undo.add(`startDomain on ${input.host}`, () => hostCleanup(input.host).startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) }));
     await host.destroyDomain({ instanceUuid: input.instanceUuid });
     step = 'startDomain';
-    await host.startDomain({ instanceUuid: input.instanceUuid });
+    await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
   } catch (err) {
     throw operationFailure('reboot', step, err, await undo.run());
   }

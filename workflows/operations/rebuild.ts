@@ -9,7 +9,7 @@ import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
 import { hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
-import { ensureSecretOn } from './secret-step';
+import { ensureSecretOn, startSecret } from './secret-step';
 
 export interface RebuildInput {
   instanceUuid: string;
@@ -43,7 +43,7 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
     // Same host, so starting the guest again here can never make a second runner.
     undo.add('restoreDefinition', async () => {
       await host.defineDomain({ guest: input.previousGuest });
-      if (input.wasRunning) await host.startDomain({ instanceUuid: input.instanceUuid });
+      if (input.wasRunning) await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
     });
     await hostLongSteps(input.host).shutdownDomain({ instanceUuid: input.instanceUuid, deadlineSeconds: input.shutdownDeadlineSeconds });
     let generation = input.nextGeneration - 1;
@@ -71,7 +71,7 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
       }
       step = 'startDomain';
       undo.add('stopOnHost', () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
-      await host.startDomain({ instanceUuid: input.instanceUuid });
+      await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
     }
     return { generation, sha256, tpmSetAsideTo };
   } catch (err) {

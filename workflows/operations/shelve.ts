@@ -9,7 +9,7 @@ import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
 import { controlSteps, hostCleanup, hostLongSteps, hostSteps } from '../activity-options';
 import { Compensations } from '../compensation';
 import { operationFailure } from '../failures';
-import { ensureSecretOn } from './secret-step';
+import { ensureSecretOn, startSecret } from './secret-step';
 
 export interface ShelveInput {
   instanceUuid: string;
@@ -40,7 +40,7 @@ export async function shelveInstance(input: ShelveInput): Promise<ShelveResult> 
     if (input.wasRunning) {
       undo.add('restartOnHost', async () => {
         if (input.secret !== null) await ensureSecretOn(input.host, input.instanceUuid, input.secret, input.secretSecurity);
-        await host.startDomain({ instanceUuid: input.instanceUuid });
+        await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
       });
     }
     await hostLongSteps(input.host).shutdownDomain({ instanceUuid: input.instanceUuid, deadlineSeconds: input.shutdownDeadlineSeconds });
@@ -123,7 +123,7 @@ export async function unshelveInstance(input: UnshelveInput): Promise<{ storedDe
       });
     }
     step = 'startDomain';
-    await host.startDomain({ instanceUuid: input.instanceUuid });
+    await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
   } catch (err) {
     const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
     throw operationFailure('unshelve', step, err, leftBehind);

@@ -21,6 +21,9 @@ export interface BootResult {
 
 export interface StopInput extends InstanceTarget {
   hasVtpm: boolean;
+  /** For the undo's start, which defines the libvirt secret again if a libvirtd restart took it. */
+  secret?: InstanceSecret | null;
+  secretSecurity?: SecretSecurity | null;
   nextGeneration: number;
   shutdownDeadlineSeconds: number;
 }
@@ -48,6 +51,9 @@ export interface StartResult {
 
 export interface RebootInput extends InstanceTarget {
   hard: boolean;
+  /** A hard reboot's start defines the libvirt secret again if a libvirtd restart took it. */
+  secret?: InstanceSecret | null;
+  secretSecurity?: SecretSecurity | null;
 }
 
 export interface DeleteInput {

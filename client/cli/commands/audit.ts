@@ -24,14 +24,19 @@ export function auditText(report: AuditReport): string {
     lines.push(fix.done ? `FIXED ${fix.instanceUuid} on ${fix.host}: ${fix.result.domain === 'removed' ? 'domain undefined, ' : ''}${fix.result.secretsRemoved} secret(s) removed, state ${fix.result.asidePath === null ? fix.result.state : `set aside to ${fix.result.asidePath}`}` : `NOT FIXED ${fix.instanceUuid} on ${fix.host}: ${fix.error}`);
   }
   const unreachable = report.hostsUnreachable.length + report.projectsUnreachable.length;
-  lines.push(report.findings.length === 0 && unreachable === 0 ? 'clean: every host and service holds what the records say, and nothing else' : `${report.findings.length} finding(s)${unreachable > 0 ? `, ${unreachable} part(s) not audited` : ''}`);
+  const resolved = report.findings.length - report.unresolved.length;
+  lines.push(
+    report.findings.length === 0 && unreachable === 0
+      ? 'clean: every host and service holds what the records say, and nothing else'
+      : `${report.findings.length} finding(s)${resolved > 0 ? `, ${resolved} resolved by --fix, ${report.unresolved.length} left` : ''}${unreachable > 0 ? `, ${unreachable} part(s) not audited` : ''}`,
+  );
   lines.push(`collection: workflow ${report.workflowId}`);
   return lines.join('\n');
 }
 
 export const auditCommand: Command = {
   name: 'audit',
-  summary: 'compare every host, the key manager and the image service with the records: orphans, missing, duplicates, drift (exit 1 with findings)',
+  summary: 'compare every host, the key manager and the image service with the records: orphans, missing, duplicates, drift (exit 1 with findings left)',
   usage: 'audit [--host H] [--project P] [--fix] [--json]',
   options: { host: { type: 'string' }, project: { type: 'string' }, fix: { type: 'boolean' } },
   needsWorkers: true,
@@ -43,7 +48,7 @@ export const auditCommand: Command = {
     if (project !== undefined && !isProjectId(project)) throw new UsageError(`--project ${JSON.stringify(String(project).slice(0, 80))} is not a project id`, 'a project id: letters, digits, - and _');
     const report = await client.audit({ ...(host === undefined ? {} : { host }), ...(project === undefined ? {} : { project }), ...(values.fix === true ? { fix: true } : {}) });
     out.result({ audit: report }, auditText(report));
-    const clean = report.findings.length === 0 && report.hostsUnreachable.length === 0 && report.projectsUnreachable.length === 0;
+    const clean = report.unresolved.length === 0 && report.hostsUnreachable.length === 0 && report.projectsUnreachable.length === 0;
     return clean ? ExitCode.ok : ExitCode.failed;
   },
 };
