@@ -20,7 +20,7 @@ import { startHostAgent, type RunningAgent } from '../../workers/host-agent';
 import { instance, instanceQuery, instanceWorkflowId, type BootRequest } from '../../workflows/instance';
 import { controlTaskQueue } from '../../workflows/task-queues';
 import { GUEST_KERNEL_ARGS, guestDir, markersOf, waitForGuest } from './guest';
-import { createTestEnvironment } from './temporal';
+import { createTestEnvironment, type RestartableServer } from './temporal';
 
 export interface Engine {
   env: TestWorkflowEnvironment;
@@ -36,8 +36,8 @@ export interface Engine {
   stop(): Promise<void>;
 }
 
-export async function startEngine(config: Config): Promise<Engine> {
-  const env = await createTestEnvironment(config);
+export async function startEngine(config: Config, restartable?: RestartableServer): Promise<Engine> {
+  const env = await createTestEnvironment(config, restartable);
   const faults: FaultPlan = { faults: [] };
   const connection = env.nativeConnection as NativeConnection;
   const control = await createControlWorker(connection, env.client, config, { faults });

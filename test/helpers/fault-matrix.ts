@@ -32,7 +32,7 @@ import { controlTaskQueue, hostTaskQueue } from '../../workflows/task-queues';
 import { domainStates, guestBootRequest, guestUp, newInstance, recordOf, startInstanceEntity, type Engine } from './engine';
 import { markerValue } from './guest';
 import { readNvValue } from './tpm-nv';
-import { VtpmClient } from '../../client';
+import { VtpmClient, type AuditFinding } from '../../client';
 
 /**
  * How long a cell waits for its guest to report. Five cells boot TCG guests at once on two cores,
@@ -410,8 +410,18 @@ export async function problemsOf(engine: Engine, subject: Subject, failed?: stri
   }
   // The audit, as an operator would run it for the instance's project: nothing of the instance
   // may be an orphan, missing, a duplicate or drifted (with the record's own exceptions above).
+  // What the audit reports and the operation documents for its failure is not a problem here (the
+  // checks above bound it); the audit still shows it to an operator, truthfully.
+  const lastMessage = record.completed.at(-1)?.message ?? '';
+  const documented = (f: AuditFinding): boolean =>
+    // A confirm or revert that failed part-way keeps the migration pending with a copy possibly cleared.
+    ((failed === 'confirm' || failed === 'revert') && f.kind === 'missing' && (f.resource === 'domain' || f.resource === 'state')) ||
+    // The staging archive a confirm or revert did not delete: its outcome says so, the instance's delete removes it.
+    (f.kind === 'orphan' && f.resource === 'state image' && f.id !== undefined && (failed === 'confirm' || failed === 'revert' || lastMessage.includes(f.id))) ||
+    // A failed delete may already have removed any part of the instance.
+    (failed === 'delete' && f.kind === 'missing');
   const audit = await VtpmClient.fromClient(engine.env.client, { uiUrl: 'http://127.0.0.1:8233' }).audit({ project: init.project });
-  for (const f of audit.findings.filter((f) => f.instanceUuid === uuid)) problems.push(`audit: ${f.kind} ${f.resource} on ${f.host ?? 'the services'}: ${f.facts} (${where})`);
+  for (const f of audit.findings.filter((f) => f.instanceUuid === uuid && !documented(f))) problems.push(`audit: ${f.kind} ${f.resource} on ${f.host ?? 'the services'}: ${f.facts} (${where})`);
   if (audit.hostsUnreachable.length > 0) problems.push(`audit: hosts not audited: ${JSON.stringify(audit.hostsUnreachable)}`);
 
   // The TPM's content: a running guest read the value itself (which also waits until it wrote it

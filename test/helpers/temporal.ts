@@ -6,7 +6,13 @@ import { allSearchAttributes } from '../../workflows/search-attributes';
 
 let runtimeInstalled = false;
 
-export async function createTestEnvironment(config: Config = loadConfig()): Promise<TestWorkflowEnvironment> {
+/** A dev server that keeps its data in a file on a known port, so a test can kill and restart it. */
+export interface RestartableServer {
+  dbFilename: string;
+  port: number;
+}
+
+export async function createTestEnvironment(config: Config = loadConfig(), restartable?: RestartableServer): Promise<TestWorkflowEnvironment> {
   if (!runtimeInstalled) {
     // Failure-injection tests make activities fail on purpose; their warnings would drown the output.
     Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -17,6 +23,7 @@ export async function createTestEnvironment(config: Config = loadConfig()): Prom
       executable: { type: 'existing-path', path: config.temporal.cliPath },
       ip: '127.0.0.1',
       searchAttributes: [...allSearchAttributes],
+      ...(restartable === undefined ? {} : { dbFilename: restartable.dbFilename, port: restartable.port }),
     },
   });
 }

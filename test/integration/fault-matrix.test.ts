@@ -5,32 +5,48 @@
  * judges what the hosts and services hold (problemsOf); then deletes the instance and proves that
  * nothing of it is left. The first test proves the table names every step each operation runs.
  */
+import { type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
 import { confirmMigrationUpdate, deleteUpdate, revertMigrationUpdate } from '../../workflows/instance';
 import { domainStates, leftovers, recordOf, startEngine, type Engine } from '../helpers/engine';
 import { ensureTestGuest } from '../helpers/guest';
 import { restartMainProcess } from '../../scripts/stack/index';
+import { freePort } from '../helpers/openstack-copy';
+import { killAndRestartTemporal } from '../helpers/temporal-restart';
 import { CELL_TIMEOUT_MS, faultFor, faultKinds, libvirtdRestartStep, given, operations, problemsOf, stateCopies, stepsRun, type FaultKind, type MatrixOperation, type Subject } from '../helpers/fault-matrix';
 
 const config = loadConfig();
 let engine: Engine;
 const outcomes: Array<{ operation: string; step: string; fault: string; passed: boolean; outcome?: string }> = [];
 
+/** The suite's Temporal server keeps its data in a file on a known port, so it can be killed and started again. */
+let temporalDir: string;
+let temporalPort: number;
+let restartedTemporal: ChildProcess | undefined;
+
 beforeAll(async () => {
   await ensureTestGuest(config);
-  engine = await startEngine(config);
+  temporalDir = fs.mkdtempSync(path.join(os.tmpdir(), 'matrix-temporal-'));
+  temporalPort = await freePort();
+  engine = await startEngine(config, { dbFilename: path.join(temporalDir, 'temporal.db'), port: temporalPort });
 });
 
 afterAll(async () => {
-  await engine?.stop();
+  // The workers stop while a server still answers; then the one this suite started again.
+  await engine?.stop().catch(() => undefined);
+  restartedTemporal?.kill('SIGTERM');
+  if (temporalDir !== undefined) fs.rmSync(temporalDir, { recursive: true, force: true });
   printMatrix();
 });
 
 function printMatrix(): void {
   if (outcomes.length === 0) return;
-  const columns = ['clean run', ...Object.keys(faultKinds), LIBVIRTD_RESTART];
+  const columns = ['clean run', ...Object.keys(faultKinds), RESTARTS];
   const lines = ['fault matrix (operation x step x fault):'];
   for (const op of operations) {
     const rows = [...new Set(outcomes.filter((o) => o.operation === op.name).map((o) => o.step))];
@@ -47,7 +63,27 @@ function printMatrix(): void {
   console.log(lines.join('\n'));
 }
 
-const LIBVIRTD_RESTART = 'libvirtd on host-a killed and restarted';
+const RESTARTS = 'libvirtd (host-a) and Temporal killed and restarted';
+
+/** Where the restarts happen: libvirtdRestartStep, or the middle step of an operation with none on host-a. */
+function restartStep(op: MatrixOperation): string {
+  return libvirtdRestartStep(op) ?? op.steps[Math.floor(op.steps.length / 2)]!;
+}
+
+/** The outcome the entity recorded for the request, once it has one. */
+async function outcomeFromRecord(subject: Subject, requestId: string, deadlineMs = 600_000): Promise<string> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      const done = (await recordOf(subject.handle)).completed.find((c) => c.requestId === requestId);
+      if (done !== undefined) return done.ok ? 'ok' : `failed: ${done.message}`;
+    } catch {
+      // The server may still be coming back.
+    }
+    if (Date.now() > deadline) return 'no outcome recorded';
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
 
 async function inBatches<T, R>(items: T[], size: number, body: (item: T) => Promise<R>): Promise<R[]> {
   const results: R[] = [];
@@ -147,40 +183,43 @@ describe('the fault matrix', () => {
     await deleteAndProveGone(subject);
   }, CELL_TIMEOUT_MS);
 
-  // One restart for all operations at once: each waits at its chosen step (libvirtdRestartStep),
-  // libvirtd on host-a is killed (SIGKILL) and started again, then all go on. Its guests keep
-  // running; its ephemeral vTPM secrets are gone.
-  it(`${LIBVIRTD_RESTART} in the middle of every operation that has a step there: each completes, with one runner and one good copy`, async () => {
-    const chosen = operations.filter((op) => libvirtdRestartStep(op) !== null);
-    const skipped = operations.filter((op) => libvirtdRestartStep(op) === null).map((op) => op.name);
-    console.log(`${LIBVIRTD_RESTART}: not provoked for [${skipped}] (no step on host-a; host-b's libvirtd shares its namespace with the virtlogd carrying its guests' consoles)`);
-    const subjects = await inBatches(chosen, 4, (op) => given(engine, op.given));
-    const runs = chosen.map((op, i) => {
+  // One restart of each for all operations at once: each waits at its chosen step
+  // (restartStep), libvirtd on host-a and the Temporal server are killed (SIGKILL) and started
+  // again, then all go on. The guests keep running; libvirtd's ephemeral vTPM secrets are gone;
+  // the workers and the client reconnect. The client's own calls may break with the server, so
+  // each outcome is read from the entity's record.
+  it(`${RESTARTS} in the middle of every operation: each completes, with one runner and one good copy`, async () => {
+    const noLibvirtd = operations.filter((op) => libvirtdRestartStep(op) === null).map((op) => op.name);
+    console.log(`${RESTARTS}: libvirtd's restart does not touch [${noLibvirtd}] (no step on host-a; host-b's libvirtd shares its namespace with the virtlogd carrying its guests' consoles)`);
+    const subjects = await inBatches(operations, 4, (op) => given(engine, op.given));
+    const runs = operations.map((op, i) => {
       const subject = subjects[i]!;
-      const step = libvirtdRestartStep(op)!;
+      const step = restartStep(op);
       let reached!: () => void;
       let release!: () => void;
       const arrived = new Promise<void>((resolve) => (reached = resolve));
       const fault = { ...faultFor(step, 'fails before it runs', subject.init.instanceUuid), action: 'pause' as const, pause: { reached, release: new Promise<void>((resolve) => (release = resolve)) } };
       engine.faults.faults.push(fault);
-      const done = op.send(subject.handle, randomUUID(), subject.boot).then(
+      const requestId = randomUUID();
+      const sent = op.send(subject.handle, requestId, subject.boot).then(
         () => 'ok',
         (err: unknown) => outcomeOf(err),
       );
-      const arrival = Promise.race([arrived.then(() => 'paused'), done.then((o) => `finished before reaching it (${o})`)]);
-      return { op, subject, step, fault, release, done, arrival };
+      const arrival = Promise.race([arrived.then(() => 'paused'), sent.then((o) => `finished before reaching it (${o})`)]);
+      return { op, subject, step, fault, release, requestId, arrival };
     });
     const arrivals = await Promise.all(runs.map((r) => r.arrival));
     try {
       await restartMainProcess(config, 'libvirt host-a', 'SIGKILL', (line) => console.log(line));
+      restartedTemporal = await killAndRestartTemporal(temporalPort, temporalDir);
     } finally {
       for (const r of runs) r.release();
     }
     const failed: string[] = [];
     for (const [i, r] of runs.entries()) {
-      const outcome = await r.done;
+      const outcome = await outcomeFromRecord(r.subject, r.requestId);
       engine.faults.faults.splice(engine.faults.faults.indexOf(r.fault), 1);
-      const record = { operation: r.op.name, step: r.step, fault: LIBVIRTD_RESTART, passed: false, outcome: outcome.split(':')[0] };
+      const record = { operation: r.op.name, step: r.step, fault: RESTARTS, passed: false, outcome: outcome.split(':')[0] };
       outcomes.push(record);
       const problems: string[] = [];
       if (arrivals[i] !== 'paused') problems.push(`it never reached ${r.step}: ${arrivals[i]}`);
@@ -192,7 +231,7 @@ describe('the fault matrix', () => {
       problems.push(...(await problemsOf(engine, r.subject, outcome === 'ok' ? undefined : r.op.name)));
       await deleteAndProveGone(r.subject);
       if (problems.length === 0) record.passed = true;
-      else failed.push(`${r.op.name} (restart before ${r.step}): ${problems.join('; ')}`);
+      else failed.push(`${r.op.name} (restarts before ${r.step}): ${problems.join('; ')}`);
     }
     expect(failed).toEqual([]);
   }, 3_600_000);
