@@ -427,13 +427,22 @@ export async function problemsOf(engine: Engine, subject: Subject, failed?: stri
   // The TPM's content: a running guest read the value itself (which also waits until it wrote it
   // after its first boot), and every runnable copy holds it.
   if (running.length === 1 && record.lifecycle !== 'error') {
+    // A report caught while its boot is still writing it may lack the nvread line: read it again
+    // for a while before calling it a problem, and then say everything the guest printed.
     let read: string | undefined;
+    let markers: string[] = [];
     try {
-      read = markerValue(await guestUp(engine, running[0]!, uuid, GUEST_REPORT_MS), 'nvread');
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        markers = await guestUp(engine, running[0]!, uuid, GUEST_REPORT_MS);
+        read = markerValue(markers, 'nvread');
+        if (read !== undefined || Date.now() > deadline) break;
+        await new Promise((resolve) => setTimeout(resolve, 2_000));
+      }
     } catch (err) {
       read = `no report: ${(err as Error).message}`;
     }
-    if (read !== value) problems.push(`the guest on ${running[0]} read NV value ${JSON.stringify(read)}, it wrote ${value}`);
+    if (read !== value) problems.push(`the guest on ${running[0]} read NV value ${JSON.stringify(read)}, it wrote ${value} (it printed: ${markers.join(' | ')})`);
   }
   if (record.secret !== null && copies.length > 0 && failed !== 'delete') {
     const passphrase = await createKeyManager(engine.config).getPassphrase(record.secret.ref);
