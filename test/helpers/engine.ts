@@ -165,3 +165,24 @@ export function asideCopies(engine: Engine, host: string, instanceUuid: string):
   walk(root, 0);
   return found;
 }
+
+/**
+ * What an operator would look at when the record and the hosts disagree: the record's summary, the
+ * domain on each host, and the tail of each host's QEMU log and the guest's console for the instance.
+ */
+export async function hostEvidence(engine: Engine, instanceUuid: string, record?: unknown): Promise<string> {
+  const lines: string[] = [];
+  if (record !== undefined) lines.push(`record: ${JSON.stringify(record).slice(0, 3000)}`);
+  lines.push(`domains: ${JSON.stringify(await domainStates(engine, instanceUuid))}`);
+  const tail = (file: string, n: number) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').slice(-n).join('\n') : '(none)');
+  for (const host of engine.config.hosts) {
+    const logRoot = host.privateRoot === undefined ? '/var/log/libvirt/qemu' : path.join(host.privateRoot, 'log/libvirt/qemu');
+    const qemuLog = path.join(logRoot, `vm-${instanceUuid.slice(0, 8)}.log`);
+    const events = fs.existsSync(qemuLog)
+      ? fs.readFileSync(qemuLog, 'utf8').split('\n').filter((l) => /starting up|shutting down|terminating|error|Starting external/i.test(l)).slice(-12).join('\n')
+      : '(none)';
+    lines.push(`${host.name} QEMU log ${qemuLog}:\n${events}`);
+    lines.push(`${host.name} console tail:\n${tail(instanceSerialLog(engine, host.name, instanceUuid), 8)}`);
+  }
+  return lines.join('\n');
+}
