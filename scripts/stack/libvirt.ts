@@ -119,6 +119,15 @@ export function privateLibvirtService(host: LocalHost, logDir: string): Service 
   const root = host.privateRoot;
   if (root === undefined) throw new Error(`host ${host.name} has no private root`);
   return libvirtService(host, logDir, async (logFile) => {
+    const virtlogdPidFile = path.join(root, 'run/virtlogd.pid');
+    const namespaceHolder = readPidFile(virtlogdPidFile);
+    if (namespaceHolder !== undefined && pidAlive(namespaceHolder)) {
+      // libvirtd died or was killed while its virtlogd (and the guests whose consoles it carries)
+      // live on: the new libvirtd joins their mount namespace, as a restarted daemon does on a host,
+      // and finds its running guests again.
+      const libvirtd = spawnDetached('nsenter', ['--target', String(namespaceHolder), '--mount', '--', 'libvirtd'], logFile);
+      return [libvirtd, namespaceHolder];
+    }
     preparePrivateRoot(root);
     // Paths go to the shell as positional parameters, never pasted into the script.
     const mounts = privateMounts(root);
@@ -130,7 +139,7 @@ export function privateLibvirtService(host: LocalHost, logDir: string): Service 
     ].join('\n');
     const args = ['-m', '--propagation', 'private', '--', '/bin/sh', '-c', script, 'host-b-libvirt', ...mounts.flat()];
     const libvirtd = spawnDetached('unshare', args, logFile);
-    const virtlogd = await waitForPidFile(path.join(root, 'run/virtlogd.pid'));
+    const virtlogd = await waitForPidFile(virtlogdPidFile);
     return [libvirtd, virtlogd];
   });
 }

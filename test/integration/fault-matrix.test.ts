@@ -18,7 +18,22 @@ import { ensureTestGuest } from '../helpers/guest';
 import { restartMainProcess } from '../../scripts/stack/index';
 import { freePort } from '../helpers/openstack-copy';
 import { killAndRestartTemporal } from '../helpers/temporal-restart';
-import { CELL_TIMEOUT_MS, faultFor, faultKinds, libvirtdRestartStep, given, operations, problemsOf, stateCopies, stepsRun, type FaultKind, type MatrixOperation, type Subject } from '../helpers/fault-matrix';
+import {
+  CELL_TIMEOUT_MS,
+  evacuateOperation,
+  faultFor,
+  faultKinds,
+  restartStep,
+  given,
+  notProvoked,
+  operations,
+  problemsOf,
+  stateCopies,
+  stepsRun,
+  type FaultKind,
+  type MatrixOperation,
+  type Subject,
+} from '../helpers/fault-matrix';
 
 const config = loadConfig();
 let engine: Engine;
@@ -48,8 +63,11 @@ function printMatrix(): void {
   if (outcomes.length === 0) return;
   const columns = ['clean run', ...Object.keys(faultKinds), RESTARTS];
   const lines = ['fault matrix (operation x step x fault):'];
-  for (const op of operations) {
-    const rows = [...new Set(outcomes.filter((o) => o.operation === op.name).map((o) => o.step))];
+  const all = [...operations, evacuateOperation];
+  for (const op of all) {
+    // In the table's order: the whole-operation row first, then each step as the operation runs it.
+    const order = ['(every step)', ...op.steps];
+    const rows = [...new Set(outcomes.filter((o) => o.operation === op.name).map((o) => o.step))].sort((a, b) => order.indexOf(a) - order.indexOf(b));
     for (const step of rows) {
       const cells = columns.map((fault) => {
         const found = outcomes.find((o) => o.operation === op.name && o.step === step && o.fault === fault);
@@ -59,15 +77,17 @@ function printMatrix(): void {
     }
   }
   const passed = outcomes.filter((o) => o.passed).length;
-  lines.push(`fault matrix: ${passed} of ${outcomes.length} cells passed (${operations.length} operations, ${outcomes.filter((o) => o.fault !== 'clean run').length} fault cells)`);
+  for (const [cell, why] of Object.entries(notProvoked)) lines.push(`  not provoked: ${cell} (fails before it runs, fails after it ran): ${why}`);
+  lines.push(`fault matrix: ${passed} of ${outcomes.length} cells passed (${all.length} operations, ${outcomes.filter((o) => o.fault !== 'clean run').length} fault cells)`);
   console.log(lines.join('\n'));
 }
 
-const RESTARTS = 'libvirtd (host-a) and Temporal killed and restarted';
+const RESTARTS = 'libvirtd (both hosts) and Temporal killed and restarted';
 
-/** Where the restarts happen: libvirtdRestartStep, or the middle step of an operation with none on host-a. */
-function restartStep(op: MatrixOperation): string {
-  return libvirtdRestartStep(op) ?? op.steps[Math.floor(op.steps.length / 2)]!;
+/** Kills (SIGKILL) and restarts libvirtd on both hosts, then the Temporal server. */
+async function restartLibvirtdAndTemporal(): Promise<void> {
+  for (const host of ['host-a', 'host-b']) await restartMainProcess(config, `libvirt ${host}`, 'SIGKILL', (line) => console.log(line));
+  restartedTemporal = await killAndRestartTemporal(temporalPort, temporalDir);
 }
 
 /** The outcome the entity recorded for the request, once it has one. */
@@ -184,13 +204,11 @@ describe('the fault matrix', () => {
   }, CELL_TIMEOUT_MS);
 
   // One restart of each for all operations at once: each waits at its chosen step
-  // (restartStep), libvirtd on host-a and the Temporal server are killed (SIGKILL) and started
+  // (restartStep), libvirtd on both hosts and the Temporal server are killed (SIGKILL) and started
   // again, then all go on. The guests keep running; libvirtd's ephemeral vTPM secrets are gone;
   // the workers and the client reconnect. The client's own calls may break with the server, so
   // each outcome is read from the entity's record.
   it(`${RESTARTS} in the middle of every operation: each completes, with one runner and one good copy`, async () => {
-    const noLibvirtd = operations.filter((op) => libvirtdRestartStep(op) === null).map((op) => op.name);
-    console.log(`${RESTARTS}: libvirtd's restart does not touch [${noLibvirtd}] (no step on host-a; host-b's libvirtd shares its namespace with the virtlogd carrying its guests' consoles)`);
     const subjects = await inBatches(operations, 4, (op) => given(engine, op.given));
     const runs = operations.map((op, i) => {
       const subject = subjects[i]!;
@@ -210,8 +228,7 @@ describe('the fault matrix', () => {
     });
     const arrivals = await Promise.all(runs.map((r) => r.arrival));
     try {
-      await restartMainProcess(config, 'libvirt host-a', 'SIGKILL', (line) => console.log(line));
-      restartedTemporal = await killAndRestartTemporal(temporalPort, temporalDir);
+      await restartLibvirtdAndTemporal();
     } finally {
       for (const r of runs) r.release();
     }
@@ -233,6 +250,93 @@ describe('the fault matrix', () => {
       if (problems.length === 0) record.passed = true;
       else failed.push(`${r.op.name} (restarts before ${r.step}): ${problems.join('; ')}`);
     }
+    expect(failed).toEqual([]);
+  }, 3_600_000);
+
+  // Evacuate needs its source lost, which the other cells cannot share: its whole row is one batch.
+  // Every instance is stopped on host-a (its stop made the off-host backup evacuate restores),
+  // host-a's agent stops (the guests there are off: the host is down as far as the engine can
+  // tell), each instance is evacuated to host-b with sourceHostDown and its cell's fault, one of
+  // them waits at its start while libvirtd (both hosts) and Temporal are killed and restarted; then
+  // host-a's agent returns and reconciles (the evacuated instances' stale copies are set aside)
+  // before the checker reads the hosts.
+  it('evacuate, off host-a with its agent stopped: a clean run, every result lost once, each step failing before and after it ran, and the restarts', async () => {
+    const op = evacuateOperation;
+    const cells: Array<{ step: string; fault: FaultKind | 'clean run' | typeof RESTARTS }> = [
+      { step: '(every step)', fault: 'clean run' },
+      { step: '(every step)', fault: 'every result lost once' },
+      { step: restartStep(op), fault: RESTARTS },
+      ...op.steps
+        .filter((step) => notProvoked[`${op.name} ${step}`] === undefined)
+        .flatMap((step) => (['fails before it runs', 'fails after it ran'] as const).map((fault) => ({ step, fault }))),
+    ];
+    const subjects = await inBatches(cells, 5, () => given(engine, op.given));
+    let reached!: () => void;
+    let release!: () => void;
+    const arrived = new Promise<void>((resolve) => (reached = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    await engine.stopAgent('host-a');
+    const sent = cells.map((c, i) => {
+      const uuid = subjects[i]!.init.instanceUuid;
+      const injected =
+        c.fault === 'clean run'
+          ? []
+          : c.fault === RESTARTS
+            ? [{ ...faultFor(c.step, 'fails before it runs', uuid), action: 'pause' as const, pause: { reached, release: released } }]
+            : (c.fault === 'every result lost once' ? op.steps : [c.step]).map((s) => faultFor(s, c.fault as FaultKind, uuid));
+      return { cell: c, subject: subjects[i]!, injected, requestId: randomUUID() };
+    });
+    const outcomesOf: string[] = [];
+    try {
+      for (const r of sent) engine.faults.faults.push(...r.injected);
+      const send = (r: (typeof sent)[number]) =>
+        op.send(r.subject.handle, r.requestId, r.subject.boot).then(
+          () => 'ok',
+          (err: unknown) => outcomeOf(err),
+        );
+      // The faults first, six at a time; then, alone (its kill breaks every client call in flight),
+      // the one that waits at its start while libvirtd (both hosts) and Temporal are restarted.
+      const restart = sent.find((r) => r.cell.fault === RESTARTS)!;
+      const others = await inBatches(
+        sent.filter((r) => r !== restart),
+        6,
+        send,
+      );
+      const paused = send(restart);
+      await Promise.race([arrived, paused]);
+      try {
+        await restartLibvirtdAndTemporal();
+      } finally {
+        release();
+      }
+      await paused;
+      const restartOutcome = await outcomeFromRecord(restart.subject, restart.requestId);
+      for (const r of sent) outcomesOf.push(r === restart ? restartOutcome : others.shift()!);
+    } finally {
+      for (const r of sent) for (const f of r.injected) engine.faults.faults.splice(engine.faults.faults.indexOf(f), 1);
+      await engine.startAgent('host-a');
+    }
+    // Judged five at a time, in the table's order.
+    const judged = await inBatches([...sent.entries()], 5, async ([i, r]) => {
+      const outcome = outcomesOf[i]!;
+      const record = { operation: op.name, step: r.cell.step, fault: r.cell.fault, passed: false, outcome: outcome.split(':')[0] };
+      const problems: string[] = [];
+      const after = await recordOf(r.subject.handle);
+      const mustComplete = r.cell.fault === 'clean run' || r.cell.fault === 'every result lost once' || r.cell.fault === RESTARTS;
+      if (mustComplete && outcome !== 'ok') problems.push(`it did not complete: ${outcome}`);
+      if (outcome === 'ok' && (after.lifecycle !== op.after.lifecycle || after.host !== op.after.host)) problems.push(`it ended ${after.lifecycle} on ${after.host}, expected ${op.after.lifecycle} on ${op.after.host}`);
+      if (r.cell.fault === 'clean run') {
+        const ran = await stepsRun(engine, r.subject.handle, r.requestId);
+        console.log(`steps of ${op.name}: ${JSON.stringify(ran)}`);
+        if (JSON.stringify(ran) !== JSON.stringify(op.steps)) problems.push(`it ran ${JSON.stringify(ran)}, the table names ${JSON.stringify(op.steps)}`);
+      }
+      problems.push(...(await problemsOf(engine, r.subject, outcome === 'ok' ? undefined : op.name)));
+      await deleteAndProveGone(r.subject);
+      record.passed = problems.length === 0;
+      return { record, failure: problems.length === 0 ? null : `${op.name} ${r.cell.step} ${r.cell.fault} (${outcome}): ${problems.join('; ')}` };
+    });
+    outcomes.push(...judged.map((j) => j.record));
+    const failed = judged.flatMap((j) => (j.failure === null ? [] : [j.failure]));
     expect(failed).toEqual([]);
   }, 3_600_000);
 
