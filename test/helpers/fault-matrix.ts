@@ -61,6 +61,11 @@ export interface MatrixOperation {
 
 const flavor = (memoryMiB: number) => ({ name: `m${memoryMiB}`, extraSpecs: { 'hw:tpm_version': '2.0', 'hw:tpm_model': 'tpm-crb' }, memoryMiB, vcpus: 1 });
 
+/** What unshelve and evacuate both run on their target (unshelveInstance): the state restored from an image, then the start. */
+function restoreSteps(host: string): string[] {
+  return [`ensureVtpmSecret@${host}`, `importTpmState@${host}`, `defineDomain@${host}`, `checkTpmStateHealth@${host}`, `startDomain@${host}`];
+}
+
 /** The table. A step is named by its activity type and the queue it ran on (`control` or a host). */
 export const operations: MatrixOperation[] = [
   {
@@ -199,16 +204,7 @@ export const operations: MatrixOperation[] = [
     name: 'unshelve',
     given: 'shelved',
     send: (h, requestId) => h.executeUpdate(unshelveUpdate, { args: [{ requestId, host: 'host-b' }] }),
-    steps: [
-      'hostStanding@control',
-      'preflightPlacement@host-b',
-      'ensureVtpmSecret@host-b',
-      'importTpmState@host-b',
-      'defineDomain@host-b',
-      'checkTpmStateHealth@host-b',
-      'startDomain@host-b',
-      'deleteStateImage@control',
-    ],
+    steps: ['hostStanding@control', 'preflightPlacement@host-b', ...restoreSteps('host-b'), 'deleteStateImage@control'],
     after: { lifecycle: 'active', host: 'host-b' },
   },
   {
@@ -234,17 +230,7 @@ export const evacuateOperation: MatrixOperation = {
   name: 'evacuate',
   given: 'stopped',
   send: (h, requestId) => h.executeUpdate(evacuateUpdate, { args: [{ requestId, target: 'host-b', sourceHostDown: true }] }),
-  steps: [
-    'hostStanding@control',
-    'domainStatus@host-a',
-    'newestBackup@control',
-    'preflightPlacement@host-b',
-    'ensureVtpmSecret@host-b',
-    'importTpmState@host-b',
-    'defineDomain@host-b',
-    'checkTpmStateHealth@host-b',
-    'startDomain@host-b',
-  ],
+  steps: ['hostStanding@control', 'domainStatus@host-a', 'newestBackup@control', 'preflightPlacement@host-b', ...restoreSteps('host-b')],
   after: { lifecycle: 'active', host: 'host-b' },
 };
 
