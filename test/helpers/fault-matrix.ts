@@ -332,7 +332,9 @@ export async function given(engine: Engine, state: Given): Promise<Subject> {
   const subject = { handle, init, boot, value };
   if (state === 'new') return subject;
   await handle.executeUpdate(bootUpdate, { args: [boot] });
-  await guestUp(engine, 'host-a', init.instanceUuid, GUEST_REPORT_MS);
+  const markers = await guestUp(engine, 'host-a', init.instanceUuid, GUEST_REPORT_MS);
+  // A cell judges the value in the TPM: one whose guest never wrote it would fail for the wrong reason.
+  if (markerValue(markers, 'nvread') !== value) throw new Error(`the test guest did not write its NV value at its first boot, before the cell's operation; it printed: ${markers.join(' | ')}`);
   if (state === 'stopped') await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
   if (state === 'shelved') await handle.executeUpdate(shelveUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
   if (state === 'verify-migration') {
