@@ -116,7 +116,9 @@ open_path_to_project() {
 
 build_test_guest() {
   # The guest the end-to-end tests boot: Debian's cloud kernel and a busybox initramfs.
-  bash "$root/scripts/build-test-guest.sh" "$root/.data/guest" | sed 's/^/[setup] /'
+  local said
+  said=$(bash "$root/scripts/build-test-guest.sh" "$root/.data/guest" 2>&1 | tee /dev/stderr) || fail "building the test guest failed (above)"
+  [ "$said" = "test guest: up to date" ] || did_something=1
 }
 
 check_host_users() {

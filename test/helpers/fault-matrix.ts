@@ -323,23 +323,48 @@ function bootRequestFor(engine: Engine, value: string): BootRequest {
   return { ...base, boot: { ...base.boot, cmdline } as BootRequest['boot'] };
 }
 
-/** A new instance brought to where `op` starts from. */
+/**
+ * A new instance brought to where `op` starts from. A subject whose set-up fails is deleted before
+ * the error is thrown, so a failed set-up leaves nothing on the hosts. A test guest that did not
+ * write its NV value at its first boot (a boot under heavy TCG load, not the engine) is deleted and
+ * made once more, saying so.
+ */
 export async function given(engine: Engine, state: Given): Promise<Subject> {
+  try {
+    return await givenOnce(engine, state);
+  } catch (err) {
+    if (!(err instanceof GuestSetupError)) throw err;
+    console.log(`[given] ${err.message}; the subject was deleted, making another`);
+    return givenOnce(engine, state);
+  }
+}
+
+/** The test guest misbehaved during a subject's set-up (not the engine). */
+class GuestSetupError extends Error {}
+
+async function givenOnce(engine: Engine, state: Given): Promise<Subject> {
   const init = newInstance(engine, 'matrix');
   const handle = await startInstanceEntity(engine, init);
   const value = `nv-${randomBytes(4).toString('hex')}`;
   const boot = bootRequestFor(engine, value);
   const subject = { handle, init, boot, value };
   if (state === 'new') return subject;
-  await handle.executeUpdate(bootUpdate, { args: [boot] });
-  const markers = await guestUp(engine, 'host-a', init.instanceUuid, GUEST_REPORT_MS);
-  // A cell judges the value in the TPM: one whose guest never wrote it would fail for the wrong reason.
-  if (markerValue(markers, 'nvread') !== value) throw new Error(`the test guest did not write its NV value at its first boot, before the cell's operation; it printed: ${markers.join(' | ')}`);
-  if (state === 'stopped') await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
-  if (state === 'shelved') await handle.executeUpdate(shelveUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
-  if (state === 'verify-migration') {
-    await handle.executeUpdate(migrateUpdate, { args: [{ requestId: randomUUID(), target: 'host-b', shutdownDeadlineSeconds: 1 }] });
-    await guestUp(engine, 'host-b', init.instanceUuid, GUEST_REPORT_MS);
+  try {
+    await handle.executeUpdate(bootUpdate, { args: [boot] });
+    const markers = await guestUp(engine, 'host-a', init.instanceUuid, GUEST_REPORT_MS);
+    // A cell judges the value in the TPM: one whose guest never wrote it would fail for the wrong reason.
+    if (markerValue(markers, 'nvread') !== value) throw new GuestSetupError(`the test guest did not write its NV value at its first boot, before the cell's operation; it printed: ${markers.join(' | ')}`);
+    if (state === 'stopped') await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
+    if (state === 'shelved') await handle.executeUpdate(shelveUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
+    if (state === 'verify-migration') {
+      await handle.executeUpdate(migrateUpdate, { args: [{ requestId: randomUUID(), target: 'host-b', shutdownDeadlineSeconds: 1 }] });
+      await guestUp(engine, 'host-b', init.instanceUuid, GUEST_REPORT_MS);
+    }
+  } catch (err) {
+    await handle.executeUpdate(deleteUpdate, { args: [{ requestId: randomUUID() }] }).catch((deleteErr: unknown) => {
+      console.log(`[given] deleting the subject ${init.instanceUuid} after its failed set-up failed too: ${(deleteErr as Error).message}`);
+    });
+    throw err;
   }
   return subject;
 }
