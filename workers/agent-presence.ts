@@ -24,21 +24,56 @@ async function signalHostRecord<A extends unknown[]>(client: Client, host: strin
   });
 }
 
-/** Renews the host's lease now and every third of its length until stopped. */
-export function startLease(client: Client, host: string, seconds: number, log: (line: string) => void = () => undefined): { stop(): void; renewed: Promise<void> } {
+/**
+ * Renews the host's lease now and every third of its length until stopped.
+ *
+ * An agent that cannot renew for longer than its lease must assume the engine has seen the lease
+ * run out, and an operator may then have fenced the host and evacuated its guests elsewhere while
+ * they still ran here (a network partition, not a dead host). So once renewals have failed for a
+ * whole lease, the agent renews no more until `whenLost` (reconciling the host) has succeeded:
+ * the stale copies leave the host before the engine sees it alive again. The lease is counted
+ * from when the last successful renewal was sent, never later than the engine's own count, which
+ * starts when the renewal arrives.
+ */
+export function startLease(
+  client: Client,
+  host: string,
+  seconds: number,
+  log: (line: string) => void = () => undefined,
+  whenLost: () => Promise<void> = async () => undefined,
+): { stop(): void; renewed: Promise<void> } {
+  const leaseMs = seconds * 1000;
+  let lastSent = Date.now();
   let failing = false;
+  let lost = false;
+  let busy = false;
   const renew = async () => {
+    if (!lost && Date.now() - lastSent > leaseMs) {
+      lost = true;
+      log(`${host}: no lease renewal for more than ${seconds} s; the engine may have fenced this host and evacuated its guests, so it reconciles before it renews again`);
+    }
+    // One attempt at a time: a call that hangs in a partition must not pile up behind it.
+    if (busy) return;
+    busy = true;
     try {
-      await signalHostRecord(client, host, renewLeaseSignal, [{ seconds }]);
-      if (failing) log(`${host}: lease renewed again`);
+      if (lost) await whenLost();
+      const sent = Date.now();
+      // Bounded, so that a call lost in a partition fails within one lease instead of hanging.
+      await client.connection.withDeadline(sent + leaseMs, () => signalHostRecord(client, host, renewLeaseSignal, [{ seconds }]));
+      lastSent = sent;
+      if (lost) log(`${host}: reconciled after losing the lease; lease renewed again`);
+      else if (failing) log(`${host}: lease renewed again`);
       failing = false;
+      lost = false;
     } catch (err) {
       if (!failing) log(`${host}: renewing the lease failed: ${(err as Error).message}`);
       failing = true;
+    } finally {
+      busy = false;
     }
   };
   const renewed = renew();
-  const timer = setInterval(() => void renew(), Math.max(1000, (seconds * 1000) / 3));
+  const timer = setInterval(() => void renew(), Math.max(1000, leaseMs / 3));
   return { stop: () => clearInterval(timer), renewed };
 }
 

@@ -1,7 +1,7 @@
 /** A host agent: the only process that touches its host's libvirt and swtpm state. */
 import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Config, LocalHost } from '../config';
-import { createHostActivities } from '../activities/host';
+import { createHostActivities, type HostActivities } from '../activities/host';
 import { createImageService } from '../activities/image-service/image-service';
 import { createKeyManager } from '../activities/key-manager/key-manager';
 import { hostTaskQueue } from '../workflows/task-queues';
@@ -30,12 +30,13 @@ export async function createHostAgent(
   config: Config,
   host: LocalHost,
   extras: WorkerExtras = {},
+  activities: HostActivities = hostActivitiesFor(config, host),
 ): Promise<Worker> {
   return Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: hostTaskQueue(host.name),
-    activities: hostActivitiesFor(config, host),
+    activities,
     interceptors: faultInterceptors(faultPlanOf(config, extras)),
   });
 }
@@ -52,7 +53,9 @@ export interface RunningAgent {
 
 /**
  * A host agent's whole start: report what the host provides, reconcile (stale copies leave the
- * host before any task is taken), then renew the lease and poll the host's task queue. The
+ * host before any task is taken), then renew the lease and poll the host's task queue. An agent
+ * that loses its lease while it runs (renewals failing for a whole lease) reconciles again before
+ * it renews it. The
  * engine's control worker must be running: reconciling asks each instance's entity.
  */
 export async function startHostAgent(
@@ -64,10 +67,21 @@ export async function startHostAgent(
   log: (line: string) => void = () => undefined,
 ): Promise<RunningAgent> {
   await announceHost(client, config, host, log);
-  const reconciliation = await reconcileHost(client, host, hostActivitiesFor(config, host));
-  for (const action of reconciliation.actions) log(`${host.name} reconciled: ${action}`);
-  const worker = await createHostAgent(connection, config, host, extras);
-  const lease = startLease(client, host.name, config.agentLeaseSeconds, log);
+  // One set of activities for reconciling and for the worker, so that a clearing waits for an
+  // activity on the same instance (the per-instance lock) instead of running beside it. After a
+  // partition the worker polls while the host reconciles; an operation that places an instance
+  // here after its entity answered 'set-aside' reaches this host only after its pre-flight, by
+  // which time the clearing (which takes the lock at once) holds or has released the instance.
+  const activities = hostActivitiesFor(config, host);
+  const reconcile = async () => {
+    const done = await reconcileHost(client, host, activities);
+    for (const action of done.actions) log(`${host.name} reconciled: ${action}`);
+    return done;
+  };
+  const reconciliation = await reconcile();
+  const worker = await createHostAgent(connection, config, host, extras, activities);
+  // Past a lost lease (a partition), the host is reconciled again before the lease is renewed.
+  const lease = startLease(client, host.name, config.agentLeaseSeconds, log, async () => void (await reconcile()));
   await lease.renewed;
   const running = worker.run().finally(() => lease.stop());
   return {

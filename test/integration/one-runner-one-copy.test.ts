@@ -7,7 +7,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { Client, Connection, WorkflowUpdateFailedError } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
 import { LibvirtHost } from '../../activities/host/libvirt-host';
@@ -43,6 +44,8 @@ import {
 import { ensureTestGuest, guestDir, markerValue } from '../helpers/guest';
 import { problemsOf } from '../helpers/fault-matrix';
 import { vtpmctlAt } from '../helpers/vtpmctl';
+import { startTcpProxy } from '../helpers/tcp-proxy';
+import { startHostAgent } from '../../workers/host-agent';
 
 const LEASE_SECONDS = 3;
 const config = loadConfig({ ...process.env, VTPM_AGENT_LEASE_SECONDS: String(LEASE_SECONDS) });
@@ -207,6 +210,67 @@ describe('one runner, one copy', () => {
     await hostB.executeUpdate(unfenceHostUpdate, { args: [{ reason: 'test: host-b back' }] });
 
     // Delete after evacuate leaves nothing on either host, set-aside copies included.
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 600_000);
+
+  it('an agent cut off from Temporal past its lease reconciles as soon as the network returns, before it renews: a guest evacuated meanwhile leaves the old host', async () => {
+    const { init, handle, value } = await bootRunning('host-a');
+    await handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 1 }] });
+    await handle.executeUpdate(startUpdate, { args: [id()] });
+    await guestUp(engine, 'host-a', init.instanceUuid);
+
+    // host-a's agent now reaches Temporal only through a proxy the test can cut.
+    await engine.stopAgent('host-a');
+    const hostAConfig = config.hosts.find((h) => h.name === 'host-a')!;
+    const proxy = await startTcpProxy(engine.env.address);
+    const connection = await NativeConnection.connect({ address: proxy.address });
+    const clientConnection = await Connection.connect({ address: proxy.address });
+    const said: string[] = [];
+    const agent = await startHostAgent(connection, new Client({ connection: clientConnection, namespace: config.temporal.namespace }), config, hostAConfig, {}, (line) => said.push(line));
+    const hostA = engine.env.client.workflow.getHandle(hostRecordWorkflowId('host-a'));
+    try {
+      // The partition: the agent process and the guest go on running on host-a, unreachable.
+      proxy.cut();
+      await new Promise((resolve) => setTimeout(resolve, (LEASE_SECONDS + 1) * 1000));
+      // An operator takes host-a for dead, fences it and evacuates the guest to host-b.
+      await hostA.executeUpdate(fenceHostUpdate, { args: [{ reason: 'test: host-a unreachable' }] });
+      const evacuated = await handle.executeUpdate(evacuateUpdate, { args: [{ ...id(), target: 'host-b' }] });
+      expect(evacuated.record).toMatchObject({ host: 'host-b', lifecycle: 'active' });
+      expect(markerValue(await guestUp(engine, 'host-b', init.instanceUuid), 'nvread')).toBe(value);
+      // What the fence asserted away: host-a was alive, so the old copy still runs there.
+      expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': 'running', 'host-b': 'running' });
+      expect(said.join('\n')).toContain('no lease renewal for more than');
+
+      // The network returns. The same agent process, never restarted, removes the stale copy
+      // before the engine sees its lease again.
+      const healedAt = Date.now();
+      proxy.heal();
+      const deadline = Date.now() + 60_000;
+      while ((await domainStates(engine, init.instanceUuid))['host-a'] !== null && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': null, 'host-b': 'running' });
+      expect(fs.existsSync(path.join(hostAConfig.swtpmStateDir, init.instanceUuid, 'tpm2'))).toBe(false);
+      expect(asideCopies(engine, 'host-a', init.instanceUuid).length).toBeGreaterThan(0);
+      const record = await hostA.query(hostRecordQuery);
+      const reconciled = record.reconciliations.at(-1)!;
+      expect(reconciled.actions.join('\n')).toContain(init.instanceUuid);
+      while (!said.some((line) => line.includes('lease renewed again')) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(said.join('\n')).toContain('reconciled after losing the lease; lease renewed again');
+      // The renewal came after the reconciliation, in the engine's own record.
+      const renewed = (await hostA.query(hostRecordQuery)).lease!;
+      expect(Date.parse(renewed.renewedAt)).toBeGreaterThanOrEqual(Date.parse(reconciled.at));
+      expect(Date.parse(reconciled.at)).toBeGreaterThanOrEqual(healedAt - 1000);
+      expect(agent.worker.getState()).toBe('RUNNING');
+      expect(markerValue(await guestUp(engine, 'host-b', init.instanceUuid), 'nvread')).toBe(value);
+    } finally {
+      proxy.heal();
+      await agent.stop();
+      await clientConnection.close();
+      await connection.close();
+      await proxy.close();
+      await engine.startAgent('host-a');
+    }
+    await hostA.executeUpdate(unfenceHostUpdate, { args: [{ reason: 'test: host-a back' }] });
     await handle.executeUpdate(deleteUpdate, { args: [id()] });
     expect(await leftovers(engine, init)).toEqual([]);
   }, 600_000);
