@@ -8,6 +8,14 @@
 import { Context } from '@temporalio/activity';
 import type { ChildProcess } from 'node:child_process';
 
+/**
+ * `setpriv` options that make a child die with the agent: the kernel sends it SIGKILL when the
+ * agent's process ends, even by SIGKILL. Children lead their own process groups (for the kill on
+ * abort), so without this a killed agent's virsh or swtpm would go on running beside the retry
+ * that its restarted agent starts. Put before the command: `setpriv ...DIES_WITH_AGENT cmd args`.
+ */
+export const DIES_WITH_AGENT = ['--pdeathsig', 'KILL', '--'];
+
 /** The running activity's cancellation; undefined when called directly (tests, scripts). */
 export function activityCancellation(): AbortSignal | undefined {
   try {

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StateFile } from '../../domain/state-archive';
-import { activityCancellation, cancelledError, killProcessGroup, killWhenAborted } from './cancellation';
+import { DIES_WITH_AGENT, activityCancellation, cancelledError, killProcessGroup, killWhenAborted } from './cancellation';
 import { tssIds } from './tpm-state-files';
 
 /** swtpm could not run at all, so nothing is known about the state: a host set-up problem. */
@@ -29,7 +29,7 @@ export interface ProbeResult {
 /** A helper tool (swtpm_ioctl) in its own process group, killed with it on timeout or abort. */
 function run(command: string, args: string[], timeoutMs: number, signal: AbortSignal | undefined): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: 'ignore', detached: true });
+    const child = spawn('setpriv', [...DIES_WITH_AGENT, command, ...args], { stdio: 'ignore', detached: true });
     const timer = setTimeout(() => killProcessGroup(child), timeoutMs);
     const stopWatching = killWhenAborted(child, signal);
     child.on('close', (code) => {

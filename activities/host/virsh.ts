@@ -3,7 +3,7 @@
  * passphrase can make libvirt's swtpm_setup hang), and failures as typed errors.
  */
 import { spawn } from 'node:child_process';
-import { activityCancellation, cancelledError, killProcessGroup, killWhenAborted } from './cancellation';
+import { DIES_WITH_AGENT, activityCancellation, cancelledError, killProcessGroup, killWhenAborted } from './cancellation';
 
 export class LibvirtError extends Error {
   override name = 'LibvirtError';
@@ -116,8 +116,8 @@ function spawnVirsh(uri: string, args: string[], withInput: boolean) {
   const argv = ['-q', '-c', uri, ...args];
   const options = { stdio: ['pipe', 'pipe', 'pipe'] as ['pipe', 'pipe', 'pipe'], detached: true };
   return withInput
-    ? spawn('/bin/sh', ['-c', 'cat | exec virsh "$@"', 'virsh', ...argv], options)
-    : spawn('virsh', argv, options);
+    ? spawn('setpriv', [...DIES_WITH_AGENT, '/bin/sh', '-c', 'cat | exec virsh "$@"', 'virsh', ...argv], options)
+    : spawn('setpriv', [...DIES_WITH_AGENT, 'virsh', ...argv], options);
 }
 
 export function virsh(uri: string, args: string[], options: VirshOptions = {}): Promise<string> {
@@ -156,6 +156,8 @@ export function virsh(uri: string, args: string[], options: VirshOptions = {}): 
         reject(new LibvirtTimeout(`virsh ${command} on ${uri} did not finish within ${timeoutMs / 1000} s`, uri, command));
       } else if (code === 0) {
         resolve(Buffer.concat(stdout).toString('utf8'));
+      } else if (code === 127 && /setpriv: failed to execute/.test(Buffer.concat(stderr).toString('utf8'))) {
+        reject(new LibvirtError(`cannot run virsh: ${Buffer.concat(stderr).toString('utf8').trim()} (is libvirt-clients installed?)`, uri, command));
       } else {
         reject(classify(uri, command, Buffer.concat(stderr).toString('utf8')));
       }
