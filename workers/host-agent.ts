@@ -6,8 +6,7 @@ import { createImageService } from '../activities/image-service/image-service';
 import { createKeyManager } from '../activities/key-manager/key-manager';
 import { hostTaskQueue } from '../workflows/task-queues';
 import type { Client } from '@temporalio/client';
-import type { Reconciliation } from '../workflows/host-record';
-import { reconcileHost, startLease } from './agent-presence';
+import { reconcileHost, settleDeferred, startLease, type HostReconciliation } from './agent-presence';
 import { faultInterceptors, faultPlanOf, type WorkerExtras } from './faults';
 import { announceHost } from './report-host';
 
@@ -44,8 +43,10 @@ export async function createHostAgent(
 export interface RunningAgent {
   host: string;
   worker: Worker;
-  /** What the agent did with stale copies before it took work. */
-  reconciliation: Reconciliation;
+  /** What the agent did with stale copies before it took work, and the instances it settles later. */
+  reconciliation: HostReconciliation;
+  /** Settles once the instances deferred so far (an operation was running) have been settled. */
+  settled(): Promise<void>;
   /** Settles when the worker stops. */
   running: Promise<void>;
   stop(): Promise<void>;
@@ -55,8 +56,9 @@ export interface RunningAgent {
  * A host agent's whole start: report what the host provides, reconcile (stale copies leave the
  * host before any task is taken), then renew the lease and poll the host's task queue. An agent
  * that loses its lease while it runs (renewals failing for a whole lease) reconciles again before
- * it renews it. The
- * engine's control worker must be running: reconciling asks each instance's entity.
+ * it renews it. An instance in the middle of an operation is settled after that operation, while
+ * the agent works (its operation may need this agent). The engine's control worker must be
+ * running: reconciling asks each instance's entity.
  */
 export async function startHostAgent(
   connection: NativeConnection,
@@ -73,23 +75,39 @@ export async function startHostAgent(
   // here after its entity answered 'set-aside' reaches this host only after its pre-flight, by
   // which time the clearing (which takes the lock at once) holds or has released the instance.
   const activities = hostActivitiesFor(config, host);
+  let stopped = false;
+  const settling = new Set<Promise<unknown>>();
   const reconcile = async () => {
     const done = await reconcileHost(client, host, activities);
     for (const action of done.actions) log(`${host.name} reconciled: ${action}`);
     return done;
   };
+  /** Instances that had an operation running are settled after it, while the agent works. */
+  const settleLater = (deferred: string[]) => {
+    const settled = settleDeferred(client, host, activities, deferred, () => stopped, log).then(
+      (done) => done?.actions.forEach((action) => log(`${host.name} reconciled: ${action}`)),
+      (err: unknown) => log(`${host.name}: settling deferred instances failed: ${(err as Error).message}`),
+    );
+    settling.add(settled);
+    void settled.finally(() => settling.delete(settled));
+  };
   const reconciliation = await reconcile();
   const worker = await createHostAgent(connection, config, host, extras, activities);
   // Past a lost lease (a partition), the host is reconciled again before the lease is renewed.
-  const lease = startLease(client, host.name, config.agentLeaseSeconds, log, async () => void (await reconcile()));
+  const lease = startLease(client, host.name, config.agentLeaseSeconds, log, async () => settleLater((await reconcile()).deferred));
   await lease.renewed;
   const running = worker.run().finally(() => lease.stop());
+  settleLater(reconciliation.deferred);
   return {
     host: host.name,
     worker,
     reconciliation,
     running,
+    settled: async () => {
+      while (settling.size > 0) await Promise.all([...settling]);
+    },
     async stop() {
+      stopped = true;
       lease.stop();
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);

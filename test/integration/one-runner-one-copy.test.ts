@@ -19,6 +19,7 @@ import {
   deleteUpdate,
   evacuateUpdate,
   migrateUpdate,
+  operationQueueQuery,
   operationWorkflowId,
   rebootUpdate,
   shelveUpdate,
@@ -42,7 +43,7 @@ import {
   type Engine,
 } from '../helpers/engine';
 import { ensureTestGuest, guestDir, markerValue } from '../helpers/guest';
-import { problemsOf } from '../helpers/fault-matrix';
+import { problemsOf, stateCopies } from '../helpers/fault-matrix';
 import { vtpmctlAt } from '../helpers/vtpmctl';
 import { startTcpProxy } from '../helpers/tcp-proxy';
 import { startHostAgent } from '../../workers/host-agent';
@@ -271,6 +272,27 @@ describe('one runner, one copy', () => {
       await engine.startAgent('host-a');
     }
     await hostA.executeUpdate(unfenceHostUpdate, { args: [{ reason: 'test: host-a back' }] });
+    await handle.executeUpdate(deleteUpdate, { args: [id()] });
+    expect(await leftovers(engine, init)).toEqual([]);
+  }, 600_000);
+
+  it('an agent that returns while an operation of its instance waits for it serves that operation first and settles the instance after it', async () => {
+    const { init, handle } = await bootRunning('host-a');
+    await engine.stopAgent('host-a');
+    // The stop waits for host-a's agent.
+    const stopping = handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 1 }] });
+    stopping.catch(() => undefined);
+    const queue = async () => handle.query(operationQueueQuery);
+    while ((await queue()).running === null) await new Promise((resolve) => setTimeout(resolve, 200));
+    // Asking the entity in turn would wait for the stop, and the stop for this agent: it is settled later instead.
+    const agent = await engine.startAgent('host-a');
+    expect(agent.reconciliation.deferred).toEqual([init.instanceUuid]);
+    expect((await stopping).record).toMatchObject({ lifecycle: 'stopped', host: 'host-a' });
+    expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': 'shut off', 'host-b': null });
+    await agent.settled();
+    const hostA = await engine.env.client.workflow.getHandle(hostRecordWorkflowId('host-a')).query(hostRecordQuery);
+    expect(hostA.reconciliations.at(-1)!.actions).toEqual([`${init.instanceUuid}: after its operation, kept here`]);
+    expect(stateCopies(engine, init.instanceUuid)).toEqual(['host-a']);
     await handle.executeUpdate(deleteUpdate, { args: [id()] });
     expect(await leftovers(engine, init)).toEqual([]);
   }, 600_000);
