@@ -247,7 +247,8 @@ describe('one runner, one copy', () => {
       // before the engine sees its lease again.
       const healedAt = Date.now();
       proxy.heal();
-      const deadline = Date.now() + 60_000;
+      // (gRPC clients reconnect with a growing back-off: allow for it.)
+      const deadline = Date.now() + 120_000;
       while ((await domainStates(engine, init.instanceUuid))['host-a'] !== null && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 500));
       expect(await domainStates(engine, init.instanceUuid)).toEqual({ 'host-a': null, 'host-b': 'running' });
       expect(fs.existsSync(path.join(hostAConfig.swtpmStateDir, init.instanceUuid, 'tpm2'))).toBe(false);
