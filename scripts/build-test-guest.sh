@@ -2,7 +2,8 @@
 # Builds the vTPM test guest once and caches it:
 #   bash scripts/build-test-guest.sh [outdir]      (default <repo>/.data/guest)
 # Produces <outdir>/vmlinuz (Debian's cloud kernel, TPM tis/crb drivers built in),
-# <outdir>/initrd.img (busybox + tpm2-tools + scripts/test-guest/init) and
+# <outdir>/initrd.img (busybox + tpm2-tools + scripts/test-guest/init + the evdev and ACPI
+# button modules) and
 # <outdir>/manifest.json (versions, input hash, sha256s). Boot it directly
 # (<kernel>/<initrd>) with console=ttyS0; what /init prints is described in
 # scripts/test-guest/init.
@@ -106,7 +107,9 @@ if [ ! -s "$deb" ]; then
   mv "$fetched" "$deb"
 fi
 mkdir -p "$work/kernel"
-dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/kernel" --wildcards './boot/vmlinuz-*'
+# The kernel, and the two modules the guest loads to hear the ACPI power button (vtpm.acpi=1).
+acpi_modules=(kernel/drivers/input/evdev.ko kernel/drivers/acpi/button.ko)
+dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/kernel" --wildcards './boot/vmlinuz-*' "${acpi_modules[@]/#/./lib/modules/*/}"
 vmlinuz="$(find "$work/kernel/boot" -name 'vmlinuz-*' | head -n1)"
 [ -n "$vmlinuz" ] || die "no boot/vmlinuz-* in $deb"
 kernel_release="${vmlinuz##*/vmlinuz-}"
@@ -160,6 +163,12 @@ while read -r line; do
     copy_with_libs "$1"
   fi
 done < "$tools_src"
+
+mkdir -p "$root/lib/modules"
+for module in "${acpi_modules[@]}"; do
+  [ -r "$work/kernel/lib/modules/$kernel_release/$module" ] || die "no $module in $deb"
+  cp "$work/kernel/lib/modules/$kernel_release/$module" "$root/lib/modules/"
+done
 
 install -m 0755 "$init_src" "$root/init"
 

@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
 import { STDIN, virsh } from '../../activities/host/virsh';
 import { buildDomainXml, buildVtpmSecretXml } from '../../domain';
-import { guestDomainSpec, markerValue, waitForGuest } from '../helpers/guest';
+import { guestDomainSpec, markerValue, markersOf, waitForGuest } from '../helpers/guest';
+import { hostActivitiesFor } from '../../workers/host-agent';
 import { removeDomainAndSecret, testName } from '../helpers/libvirt';
 
 const run = promisify(execFile);
@@ -34,12 +35,29 @@ function domainXml(cmdline: string): string {
   );
 }
 
-/** (Re)defines the domain with this kernel command line, boots it and returns what /init printed. */
-async function boot(cmdline: string): Promise<string[]> {
+/** (Re)defines the domain with this kernel command line and starts it. */
+async function start(cmdline: string): Promise<void> {
   await virsh(host.libvirtUri, ['define', '--validate', STDIN], { stdin: domainXml(cmdline) });
   fs.rmSync(serialLog, { force: true });
   await virsh(host.libvirtUri, ['start', uuid], { timeoutMs: 60_000 });
+}
+
+/** Boots the domain with this kernel command line and returns what /init printed. */
+async function boot(cmdline: string): Promise<string[]> {
+  await start(cmdline);
   return waitForGuest(host.libvirtUri, uuid, serialLog);
+}
+
+/** Boots the domain to stay up, waits for its report, and stops it as the engine does. */
+async function bootAndShutDown(cmdline: string, deadlineSeconds: number) {
+  await start(`${cmdline} vtpm.stay=1`);
+  const deadline = Date.now() + 120_000;
+  while (!(fs.existsSync(serialLog) && markersOf(fs.readFileSync(serialLog, 'utf8')).includes('done'))) {
+    if (Date.now() > deadline) throw new Error(`the guest did not report within 120 s: ${fs.existsSync(serialLog) ? fs.readFileSync(serialLog, 'utf8') : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  const stopped = await hostActivitiesFor(config, host).shutdownDomain({ instanceUuid: uuid, deadlineSeconds });
+  return { stopped, markers: markersOf(fs.readFileSync(serialLog, 'utf8')) };
 }
 
 beforeAll(async () => {
@@ -85,5 +103,17 @@ describe('the test guest', () => {
     expect(second.filter((m) => m.startsWith('error='))).toEqual([]);
     expect(markerValue(second, 'nvread')).toBe(value);
     expect(second[second.length - 1]).toBe('done');
+  });
+
+  it('honours the ACPI power button with vtpm.acpi=1, as a real guest does, and ignores it without', async () => {
+    const honours = await bootAndShutDown('vtpm.acpi=1 vtpm.nvread=1', 60);
+    expect(honours.markers).toContain('acpi=listening');
+    expect(honours.markers).toContain('acpi=power-button');
+    expect(honours.stopped).toEqual({ graceful: true, wasRunning: true });
+
+    const ignores = await bootAndShutDown('vtpm.nvread=1', 2);
+    expect(ignores.markers).not.toContain('acpi=listening');
+    expect(ignores.stopped).toEqual({ graceful: false, wasRunning: true });
+    expect((await virsh(host.libvirtUri, ['domstate', uuid])).trim()).toBe('shut off');
   });
 });
