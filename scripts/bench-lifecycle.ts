@@ -1,12 +1,12 @@
 /**
- * `npm run bench:lifecycle -- [--cycles N]`: N cycles of boot, cold migrate (+confirm), shelve,
- * unshelve and delete of the test guest on the real stack (its own Temporal dev server, both
- * libvirt hosts, the configured key manager and image service). It attaches to the local stack, or
- * starts what of it is not running and stops that again at the end. For each operation it prints the
- * wall time, the time spent inside activities (libvirt, swtpm, key manager, image service), the
- * rest (orchestration: Temporal round trips, scheduling, workflow code) and the number of events
- * in the operation's history. The split comes from the recorded histories' event times.
- */
+ * `npm run bench:lifecycle -- [--cycles N] [--json]`: N cycles of boot, stop, start, cold migrate
+ * (+confirm), shelve, unshelve and delete of the test guest on the real stack (its own Temporal
+ * dev server, both libvirt hosts, the configured key manager and image service). It attaches to the
+ * local stack, or starts what of it is not running and stops that again at the end. Each operation
+ * runs through the engine, then by the direct path (scripts/bench-direct.ts: the same calls from
+ * its history, in process, on another instance). Per operation it prints both wall times and their
+ * ratio, the calls made, the history's event count and the engine's time inside activities (from
+ * the history's event times). */
 import { randomUUID } from 'node:crypto';
 import { temporal } from '@temporalio/proto';
 import { causeChainText } from '../client/cause-chain';
@@ -16,12 +16,16 @@ import {
   bootUpdate,
   confirmMigrationUpdate,
   deleteUpdate,
+  instanceWorkflowId,
   operationWorkflowId,
   migrateUpdate,
   shelveUpdate,
+  startUpdate,
+  stopUpdate,
   unshelveUpdate,
 } from '../workflows/instance';
-import { guestBootRequest, guestUp, newInstance, startEngine, startInstanceEntity, type Engine } from '../test/helpers/engine';
+import { guestBootRequest, guestUp, leftovers, newInstance, startEngine, startInstanceEntity, type Engine } from '../test/helpers/engine';
+import { directActivities, replay, requestCalls, Substitution } from './bench-direct';
 import { ensureTestGuest } from '../test/helpers/guest';
 import { attachStack } from './stack/attach';
 
@@ -32,6 +36,9 @@ interface Sample {
   wallMs: number;
   activityMs: number;
   events: number;
+  /** The same calls by the direct path, and how many it made. */
+  directMs?: number;
+  activities?: number;
 }
 
 function millis(t: temporal.api.history.v1.IHistoryEvent['eventTime']): number {
@@ -67,6 +74,7 @@ function median(values: number[]): number {
 }
 
 async function main(): Promise<void> {
+  const json = process.argv.includes('--json');
   const cyclesFlag = process.argv.indexOf('--cycles');
   const cycles = cyclesFlag > 0 ? Number(process.argv[cyclesFlag + 1]) : 3;
   if (!Number.isInteger(cycles) || cycles < 1) throw new Error('--cycles takes a whole number >= 1');
@@ -78,52 +86,97 @@ async function main(): Promise<void> {
   });
   try {
     await ensureTestGuest(config);
-    await runCycles(config, cycles);
+    await runCycles(config, cycles, json);
   } finally {
     await stack.release();
   }
 }
 
-async function runCycles(config: Config, cycles: number): Promise<void> {
+/** What a cycle does, in order; after some, the guest is waited for (not measured) on a host. */
+const CYCLE: Array<{ operation: OperationName; upOn?: string }> = [
+  { operation: 'boot', upOn: 'host-a' },
+  { operation: 'stop' },
+  { operation: 'start', upOn: 'host-a' },
+  { operation: 'migrate', upOn: 'host-b' },
+  { operation: 'confirmMigration' },
+  { operation: 'shelve' },
+  { operation: 'unshelve' },
+  { operation: 'delete' },
+];
+
+async function runCycles(config: Config, cycles: number, json: boolean): Promise<void> {
   const engine = await startEngine(config);
   const samples: Sample[] = [];
   try {
     for (let cycle = 1; cycle <= cycles; cycle++) {
+      // Through the engine, on one instance.
       const init = newInstance(engine, 'bench');
       const handle = await startInstanceEntity(engine, init);
-      const step = async (operation: OperationName, run: (requestId: string) => Promise<unknown>) => {
-        const requestId = randomUUID();
-        samples.push(await measure(engine, init.instanceUuid, operation, requestId, () => run(requestId)));
-      };
       // A guest that stays up and honours the ACPI power button, as a real guest does; each stop
       // comes once it is up (not measured), as a real guest is not stopped while its kernel boots.
       const request = guestBootRequest(engine, 'host-a', 'bench');
       const boot = { ...request.boot, cmdline: `${(request.boot as { cmdline: string }).cmdline} vtpm.acpi=1 vtpm.stay=1` } as typeof request.boot;
-      await step('boot', (requestId) => handle.executeUpdate(bootUpdate, { args: [{ ...request, boot, requestId }] }));
-      await guestUp(engine, 'host-a', init.instanceUuid);
-      await step('migrate', (requestId) => handle.executeUpdate(migrateUpdate, { args: [{ requestId, target: 'host-b', shutdownDeadlineSeconds: 5 }] }));
-      await guestUp(engine, 'host-b', init.instanceUuid);
-      await step('confirmMigration', (requestId) => handle.executeUpdate(confirmMigrationUpdate, { args: [{ requestId }] }));
-      await step('shelve', (requestId) => handle.executeUpdate(shelveUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 5 }] }));
-      await step('unshelve', (requestId) => handle.executeUpdate(unshelveUpdate, { args: [{ requestId, host: 'host-a' }] }));
-      await step('delete', (requestId) => handle.executeUpdate(deleteUpdate, { args: [{ requestId }] }));
+      const send: Record<string, (requestId: string) => Promise<unknown>> = {
+        boot: (requestId) => handle.executeUpdate(bootUpdate, { args: [{ ...request, boot, requestId }] }),
+        stop: (requestId) => handle.executeUpdate(stopUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 5 }] }),
+        start: (requestId) => handle.executeUpdate(startUpdate, { args: [{ requestId }] }),
+        migrate: (requestId) => handle.executeUpdate(migrateUpdate, { args: [{ requestId, target: 'host-b', shutdownDeadlineSeconds: 5 }] }),
+        confirmMigration: (requestId) => handle.executeUpdate(confirmMigrationUpdate, { args: [{ requestId }] }),
+        shelve: (requestId) => handle.executeUpdate(shelveUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 5 }] }),
+        unshelve: (requestId) => handle.executeUpdate(unshelveUpdate, { args: [{ requestId, host: 'host-a' }] }),
+        delete: (requestId) => handle.executeUpdate(deleteUpdate, { args: [{ requestId }] }),
+      };
+      const ran: Array<{ sample: Sample; requestId: string }> = [];
+      for (const { operation, upOn } of CYCLE) {
+        const requestId = randomUUID();
+        ran.push({ sample: await measure(engine, init.instanceUuid, operation, requestId, () => send[operation]!(requestId)), requestId });
+        if (upOn) await guestUp(engine, upOn, init.instanceUuid);
+      }
+      // The same calls by the direct path, on another instance.
+      const direct = newInstance(engine, 'bench');
+      const substitution = new Substitution({ [init.instanceUuid]: direct.instanceUuid, [init.project]: direct.project, [init.name]: direct.name });
+      const activities = directActivities(config);
+      for (const [i, { operation, upOn }] of CYCLE.entries()) {
+        const calls = await requestCalls(engine.env.client, instanceWorkflowId(init.instanceUuid), ran[i]!.requestId);
+        const started = Date.now();
+        ran[i]!.sample.activities = await replay(calls, activities, substitution);
+        ran[i]!.sample.directMs = Date.now() - started;
+        if (upOn) await guestUp(engine, upOn, direct.instanceUuid);
+      }
+      const left = await leftovers(engine, direct);
+      if (left.length > 0) console.error(`cycle ${cycle}: the direct path's delete left ${left.join(', ')}`);
+      samples.push(...ran.map((r) => r.sample));
       console.error(`cycle ${cycle}/${cycles} done`);
     }
   } finally {
     await engine.stop();
   }
-  console.log(`vTPM lifecycle benchmark: ${cycles} cycle(s), test guest under TCG honouring ACPI shutdown, key manager ${config.keyManager.kind}, image service ${config.imageService.kind}`);
-  console.log('medians per operation; "in activities" is time inside libvirt/swtpm/key manager/image service calls,');
-  console.log('"orchestration" is the rest of the wall time (Temporal round trips, scheduling, workflow code)\n');
-  const header = ['operation', 'wall ms', 'in activities ms', 'orchestration ms', 'orchestration %', 'history events'];
   const rows = [...new Set(samples.map((s) => s.operation))].map((operation) => {
     const of = samples.filter((s) => s.operation === operation);
-    const wall = median(of.map((s) => s.wallMs));
-    const inActivities = median(of.map((s) => s.activityMs));
-    return [operation, wall, inActivities, wall - inActivities, `${Math.round(((wall - inActivities) / wall) * 100)}%`, median(of.map((s) => s.events))].map(String);
+    const engineMs = median(of.map((s) => s.wallMs));
+    const directMs = median(of.map((s) => s.directMs ?? 0));
+    return {
+      operation,
+      engineMs,
+      directMs,
+      ratio: Math.round((engineMs / Math.max(1, directMs)) * 100) / 100,
+      activities: median(of.map((s) => s.activities ?? 0)),
+      historyEvents: median(of.map((s) => s.events)),
+      inActivitiesMs: median(of.map((s) => s.activityMs)),
+    };
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  for (const row of [header, ...rows]) console.log(row.map((cell, i) => cell.padStart(widths[i]!)).join('  '));
+  if (json) {
+    console.log(JSON.stringify(rows.map(({ inActivitiesMs: _inActivities, ...row }) => row)));
+    return;
+  }
+  console.log(`vTPM lifecycle benchmark: ${cycles} cycle(s), test guest under TCG honouring ACPI shutdown, key manager ${config.keyManager.kind}, image service ${config.imageService.kind}`);
+  console.log('medians per operation; "engine" is the wall time of the request through the engine, "direct" the same');
+  console.log('libvirt/swtpm/key manager/image service calls made one after another in process (scripts/bench-direct.ts);');
+  console.log('"in activities" is the engine time spent inside those calls, per the history\n');
+  const header = ['operation', 'engine ms', 'direct ms', 'ratio', 'activities', 'history events', 'in activities ms'];
+  const cells = rows.map((r) => [r.operation, r.engineMs, r.directMs, r.ratio.toFixed(2), r.activities, r.historyEvents, r.inActivitiesMs].map(String));
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
+  for (const row of [header, ...cells]) console.log(row.map((cell, i) => cell.padStart(widths[i]!)).join('  '));
 }
 
 main().catch((err: unknown) => {
