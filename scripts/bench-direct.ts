@@ -18,6 +18,7 @@ import { createControlActivities } from '../activities/control';
 import { createImageService } from '../activities/image-service/image-service';
 import { createKeyManager } from '../activities/key-manager/key-manager';
 import type { Config } from '../config';
+import { requestHistory, type HistoryEvent } from '../test/helpers/engine';
 import { hostActivitiesFor } from '../workers/host-agent';
 import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
 
@@ -32,19 +33,17 @@ export interface RecordedCall {
 /** Steps that only the orchestration needs; a plain script would not make them. */
 const ORCHESTRATION_ONLY = new Set(['hostStanding']);
 
-type HistoryEvent = NonNullable<Awaited<ReturnType<ReturnType<Client['workflow']['getHandle']>['fetchHistory']>>['events']>[number];
-
 function millis(t: HistoryEvent['eventTime']): number {
   return Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
 }
 
-/** The completed steps among `events` (all, or those `inWindow` keeps), each with when it was scheduled. */
-function completedCalls(events: HistoryEvent[], inWindow: (event: HistoryEvent) => boolean = () => true): Array<RecordedCall & { at: number }> {
+/** The completed steps among `events`, each with when it was scheduled. */
+function completedCalls(events: HistoryEvent[]): Array<RecordedCall & { at: number }> {
   const scheduled = new Map<string, { activity: string; taskQueue: string; input: unknown[]; at: number }>();
   const calls: Array<RecordedCall & { at: number }> = [];
   for (const event of events) {
     const s = event.activityTaskScheduledEventAttributes;
-    if (s && inWindow(event)) {
+    if (s) {
       scheduled.set(String(event.eventId), {
         activity: s.activityType?.name ?? '',
         taskQueue: s.taskQueue?.name ?? '',
@@ -67,26 +66,8 @@ function completedCalls(events: HistoryEvent[], inWindow: (event: HistoryEvent) 
  * pre-flight) while it handled the request's Update, and those of the operation child it started.
  */
 export async function requestCalls(client: Client, entityWorkflowId: string, requestId: string): Promise<RecordedCall[]> {
-  const events = (await client.workflow.getHandle(entityWorkflowId).fetchHistory()).events ?? [];
-  let inside = false;
-  let updateId: string | undefined;
-  const children: string[] = [];
-  const window = new Set<HistoryEvent>();
-  for (const event of events) {
-    const accepted = event.workflowExecutionUpdateAcceptedEventAttributes;
-    const args = accepted?.acceptedRequest?.input?.args?.payloads ?? [];
-    if (args.some((p) => Buffer.from(p.data ?? []).toString('utf8').includes(requestId))) {
-      inside = true;
-      updateId = accepted!.acceptedRequest!.meta!.updateId!;
-    }
-    if (updateId !== undefined && event.workflowExecutionUpdateCompletedEventAttributes?.meta?.updateId === updateId) inside = false;
-    if (!inside) continue;
-    window.add(event);
-    const child = event.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
-    if (child) children.push(child);
-  }
-  const calls = completedCalls(events, (event) => window.has(event));
-  for (const child of children) calls.push(...completedCalls((await client.workflow.getHandle(child).fetchHistory()).events ?? []));
+  const { entity, children } = await requestHistory(client, entityWorkflowId, requestId);
+  const calls = [entity, ...children].flatMap((events) => completedCalls(events));
   return calls.sort((a, b) => a.at - b.at).map(({ at: _at, ...call }) => call);
 }
 

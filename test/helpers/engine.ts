@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import type { Config } from '../../config';
@@ -185,4 +185,33 @@ export async function hostEvidence(engine: Engine, instanceUuid: string, record?
     lines.push(`${host.name} console tail:\n${tail(instanceSerialLog(engine, host.name, instanceUuid), 8)}`);
   }
   return lines.join('\n');
+}
+
+export type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
+
+/**
+ * What one request did, from the histories: the entity's events while it handled the request's
+ * Update (from its acceptance to its completion: the entity's own steps, such as pre-flight) and
+ * the histories of the operation children it started meanwhile.
+ */
+export async function requestHistory(client: Client, entityWorkflowId: string, requestId: string): Promise<{ entity: HistoryEvent[]; children: HistoryEvent[][] }> {
+  const entity: HistoryEvent[] = [];
+  const childIds: string[] = [];
+  let inside = false;
+  let updateId: string | undefined;
+  for (const event of (await client.workflow.getHandle(entityWorkflowId).fetchHistory()).events ?? []) {
+    const accepted = event.workflowExecutionUpdateAcceptedEventAttributes;
+    const args = accepted?.acceptedRequest?.input?.args?.payloads ?? [];
+    if (args.some((p) => Buffer.from(p.data ?? []).toString('utf8').includes(requestId))) {
+      inside = true;
+      updateId = accepted!.acceptedRequest!.meta!.updateId!;
+    }
+    if (updateId !== undefined && event.workflowExecutionUpdateCompletedEventAttributes?.meta?.updateId === updateId) inside = false;
+    if (!inside) continue;
+    entity.push(event);
+    const child = event.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
+    if (child) childIds.push(child);
+  }
+  const children = await Promise.all(childIds.map(async (id) => (await client.workflow.getHandle(id).fetchHistory()).events ?? []));
+  return { entity, children };
 }

@@ -30,7 +30,7 @@ import {
   type OperationOutcome,
 } from '../../workflows/instance';
 import { controlTaskQueue, hostTaskQueue } from '../../workflows/task-queues';
-import { domainStates, guestBootRequest, guestUp, newInstance, recordOf, startInstanceEntity, type Engine } from './engine';
+import { domainStates, guestBootRequest, guestUp, newInstance, recordOf, requestHistory, startInstanceEntity, type Engine } from './engine';
 import { markerValue } from './guest';
 import { readNvValue } from './tpm-nv';
 import { VtpmClient, type AuditFinding } from '../../client';
@@ -278,32 +278,12 @@ function queueName(taskQueue: string): string {
  */
 export async function stepsRun(engine: Engine, handle: Handle, requestId: string): Promise<string[]> {
   const steps: string[] = [];
-  const add = (type: string | null | undefined, queue: string | null | undefined) => {
-    const step = `${type}@${queueName(queue ?? '')}`;
-    if (!steps.includes(step)) steps.push(step);
-  };
-  let inside = false;
-  let updateId: string | undefined;
-  const children: string[] = [];
-  for (const event of (await handle.fetchHistory()).events ?? []) {
-    const accepted = event.workflowExecutionUpdateAcceptedEventAttributes;
-    const args = accepted?.acceptedRequest?.input?.args?.payloads ?? [];
-    if (args.some((p) => Buffer.from(p.data ?? []).toString('utf8').includes(requestId))) {
-      inside = true;
-      updateId = accepted!.acceptedRequest!.meta!.updateId!;
-    }
-    if (updateId !== undefined && event.workflowExecutionUpdateCompletedEventAttributes?.meta?.updateId === updateId) inside = false;
-    if (!inside) continue;
+  const { entity, children } = await requestHistory(engine.env.client, handle.workflowId, requestId);
+  for (const event of [...entity, ...children.flat()]) {
     const scheduled = event.activityTaskScheduledEventAttributes;
-    if (scheduled) add(scheduled.activityType?.name, scheduled.taskQueue?.name);
-    const child = event.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
-    if (child) children.push(child);
-  }
-  for (const child of children) {
-    for (const event of (await engine.env.client.workflow.getHandle(child).fetchHistory()).events ?? []) {
-      const scheduled = event.activityTaskScheduledEventAttributes;
-      if (scheduled) add(scheduled.activityType?.name, scheduled.taskQueue?.name);
-    }
+    if (!scheduled) continue;
+    const step = `${scheduled.activityType?.name}@${queueName(scheduled.taskQueue?.name ?? '')}`;
+    if (!steps.includes(step)) steps.push(step);
   }
   return steps;
 }
