@@ -6,8 +6,9 @@
  * manager and image service of the default configuration. "Direct" is what an operator would
  * type: `virsh` on files and `tar` on the state folder, with none of the agent's checks (no
  * domain state look-up, no key manager, no digest, no atomic write, no ownership fix-up).
- * Each side has its own idle vTPM 2.0 guest (an empty disk: the firmware idles), started and
- * destroyed once before timing so swtpm_setup's first manufacture is not measured.
+ * Each side has its own vTPM 2.0 test guest that stays up and honours the ACPI power button (as a
+ * real guest does, so a graceful shutdown is timed too), started and destroyed once before timing
+ * so swtpm_setup's first manufacture is not measured.
  * Everything the benchmark creates is removed at the end, and on Ctrl-C. It attaches to the local
  * stack, or starts what of it is not running and stops that again at the end.
  */
@@ -108,27 +109,37 @@ async function bench(config: Config, host: LocalHost, iterations: number, stack:
 
   const ours = { uuid: randomUUID(), secretUuid: randomUUID(), project: `hostagent-bench-${tag}` };
   const direct = { uuid: randomUUID(), secretUuid: randomUUID() };
+  // The test guest, staying up and honouring the ACPI power button as a real guest does.
+  const guestFiles = path.join(config.dataDir, 'guest');
   const guest = (name: string, uuid: string, secretUuid: string): GuestDefinition => ({
     name,
     uuid,
-    memoryMiB: 64,
+    memoryMiB: 192,
     vcpus: 1,
-    boot: { diskPath: path.join(workDir, `${name}.qcow2`), diskFormat: 'qcow2' },
+    boot: { kernel: path.join(guestFiles, 'vmlinuz'), initrd: path.join(guestFiles, 'initrd.img'), cmdline: 'console=ttyS0 no_timer_check vtpm.acpi=1 vtpm.stay=1' },
     vtpm: { version: '2.0', model: 'tpm-crb', secretUuid },
   });
   const oursGuest = guest(`hostagent-bench-ours-${tag}`, ours.uuid, ours.secretUuid);
   const directGuest = guest(`hostagent-bench-direct-${tag}`, direct.uuid, direct.secretUuid);
-  // One empty disk each (QEMU locks its disk): the firmware finds nothing to boot and idles.
-  for (const { boot } of [oursGuest, directGuest]) {
-    if ('diskPath' in boot) await run('qemu-img', ['create', '-q', '-f', 'qcow2', boot.diskPath, '16M']);
-  }
+  const directSerialLog = path.join(workDir, 'direct.serial.log');
+  /** Until the guest listens for the power button (after its start; not timed). */
+  const listening = async (serialLog: string) => {
+    const deadline = Date.now() + 120_000;
+    while (!(fs.existsSync(serialLog) && fs.readFileSync(serialLog, 'utf8').includes('VTPM-TEST acpi=listening'))) {
+      if (Date.now() > deadline) throw new Error(`the test guest did not come up within 120 s (${serialLog})`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+  const shutOff = async (uuid: string) => {
+    while ((await virsh('domstate', uuid)).stdout.trim() !== 'shut off') await new Promise((resolve) => setTimeout(resolve, 50));
+  };
   const domainFile = path.join(workDir, 'domain.xml');
   fs.writeFileSync(
     domainFile,
     buildDomainXml({
       ...directGuest,
       virtType: host.virtType,
-      serialLogPath: path.join(workDir, 'direct.serial.log'),
+      serialLogPath: directSerialLog,
     }),
   );
   const secretFile = path.join(workDir, 'secret.xml');
@@ -184,7 +195,15 @@ async function bench(config: Config, host: LocalHost, iterations: number, stack:
     await virsh('destroy', direct.uuid);
 
     let image = await agent.exportTpmState({ instanceUuid: ours.uuid, project: ours.project, generation: 1, kind: 'backup' });
-    const steps: Array<{ name: string; direct: string; ours: (i: number) => Promise<unknown>; byHand: (i: number) => Promise<unknown> }> = [
+    const steps: Array<{
+      name: string;
+      direct: string;
+      ours: (i: number) => Promise<unknown>;
+      byHand: (i: number) => Promise<unknown>;
+      /** Untimed, around both sides of the step. */
+      before?: () => Promise<void>;
+      after?: () => Promise<void>;
+    }> = [
       {
         name: 'ensureVtpmSecret',
         direct: 'virsh secret-define FILE + secret-set-value --file FILE --plain (no --validate)',
@@ -205,6 +224,23 @@ async function bench(config: Config, host: LocalHost, iterations: number, stack:
         direct: 'virsh start',
         ours: () => agent.startDomain({ instanceUuid: ours.uuid }),
         byHand: () => virsh('start', direct.uuid),
+      },
+      {
+        name: 'shutdownDomain (the guest honours ACPI)',
+        direct: 'virsh shutdown + domstate until shut off',
+        before: async () => {
+          await listening(serialLogPath(host.agentDir, ours.uuid));
+          await listening(directSerialLog);
+        },
+        ours: () => agent.shutdownDomain({ instanceUuid: ours.uuid, deadlineSeconds: 60 }),
+        byHand: async () => {
+          await virsh('shutdown', direct.uuid);
+          await shutOff(direct.uuid);
+        },
+        after: async () => {
+          await agent.startDomain({ instanceUuid: ours.uuid });
+          await virsh('start', direct.uuid);
+        },
       },
       {
         name: 'shutdownDomain (deadline 0: destroy)',
@@ -241,6 +277,7 @@ async function bench(config: Config, host: LocalHost, iterations: number, stack:
     for (let i = 0; i < iterations; i++) {
       if (process.stdout.isTTY) process.stdout.write(`iteration ${i + 1}/${iterations}\r`);
       for (const [k, step] of steps.entries()) {
+        await step.before?.();
         // Alternate who goes first, so neither side always runs on a warmer host.
         if (i % 2 === 0) {
           results[k]!.ours.push(await timed(() => step.ours(i)));
@@ -249,6 +286,7 @@ async function bench(config: Config, host: LocalHost, iterations: number, stack:
           results[k]!.byHand.push(await timed(() => step.byHand(i)));
           results[k]!.ours.push(await timed(() => step.ours(i)));
         }
+        await step.after?.();
       }
       for (const uuid of imported.splice(0)) await agent.purgeTpmState({ instanceUuid: uuid });
     }
