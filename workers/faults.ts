@@ -17,11 +17,14 @@ export interface Fault {
   /**
    * `fail`: a non-retryable failure; `lose` (after only): the step ran but its result is lost
    * on the way back, a retryable failure, so the step runs again; `crash`: the worker process is
-   * killed (SIGKILL); `stall`: the activity never answers, as on a host that died mid-step (until
-   * the worker stops); `pause` (in code only): the step waits at that point until the test
-   * releases it, so the test can break something (restart libvirtd) exactly there.
+   * killed (SIGKILL); `stall`: the activity never answers but heartbeats, as a step still in
+   * progress does (until the worker stops or it is cancelled); `pause` (in code only): the step waits at that point until the test
+   * releases it, so the test can break something (restart libvirtd) exactly there; `hold` (with
+   * a `firedDir`): the step says it got there (the file `held-<index>` in that folder) and waits,
+   * heartbeating, until its worker is killed, so a test can kill the worker in the middle of the
+   * step, several workers' steps at once.
    */
-  action: 'fail' | 'lose' | 'crash' | 'stall' | 'pause';
+  action: 'fail' | 'lose' | 'crash' | 'stall' | 'pause' | 'hold';
   /** For `pause`: called when the step reaches the point; the step goes on when `release` settles. */
   pause?: { reached(): void; release: Promise<void> };
   /** Fire on every matching call, not only the first. */
@@ -45,11 +48,35 @@ export function readFaultPlan(file: string): FaultPlan {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as FaultPlan;
 }
 
+/**
+ * A plan file read again whenever it changes, so a test may add faults (appending, so that each
+ * fault keeps its index) while the worker runs.
+ */
+function livePlanFile(file: string): () => FaultPlan {
+  let plan = readFaultPlan(file);
+  let seen = '';
+  return () => {
+    const stat = fs.statSync(file);
+    const now = `${stat.mtimeMs} ${stat.size}`;
+    if (now !== seen) {
+      const fresh = readFaultPlan(file);
+      // The faults read before stay the same objects, so one that fired stays fired.
+      plan = { ...fresh, faults: fresh.faults.map((fault, index) => plan.faults[index] ?? fault) };
+      seen = now;
+    }
+    return plan;
+  };
+}
+
 /** Faults that fired in this process; a test may replace a plan's faults between cases. */
 const firedInMemory = new WeakSet<Fault>();
 
 class FaultInterceptor implements ActivityInboundCallsInterceptor {
-  constructor(private readonly plan: FaultPlan) {}
+  constructor(private readonly planOf: () => FaultPlan) {}
+
+  private get plan(): FaultPlan {
+    return this.planOf();
+  }
 
   private claim(fault: Fault, index: number): boolean {
     if (this.plan.firedDir === undefined) {
@@ -73,6 +100,16 @@ class FaultInterceptor implements ActivityInboundCallsInterceptor {
       if (fault.instanceUuid !== undefined && !(workflowExecution?.workflowId ?? '').includes(fault.instanceUuid)) continue;
       if (!fault.repeat && !this.claim(fault, index)) continue;
       if (fault.action === 'crash') process.kill(process.pid, 'SIGKILL');
+      if (fault.action === 'hold') {
+        if (this.plan.firedDir === undefined) throw new Error('a fault plan with a hold fault needs a firedDir, where the hold says it got there');
+        fs.writeFileSync(`${this.plan.firedDir}/held-${index}`, `${activityType} ${when} it ran, attempt ${Context.current().info.attempt}\n`);
+        const beat = setInterval(() => Context.current().heartbeat('held by a test until its worker is killed'), 5_000);
+        try {
+          await Context.current().cancelled;
+        } finally {
+          clearInterval(beat);
+        }
+      }
       if (fault.action === 'pause') {
         fault.pause?.reached();
         // Heartbeats while it waits, so a step with a heartbeat timeout is not timed out meanwhile.
@@ -85,7 +122,13 @@ class FaultInterceptor implements ActivityInboundCallsInterceptor {
         continue;
       }
       if (fault.action === 'stall') {
-        await Promise.race([Context.current().cancelled, new Promise((resolve) => setTimeout(resolve, 3_600_000))]);
+        // A step still in progress as far as Temporal can tell: it heartbeats, and never answers.
+        const beat = setInterval(() => Context.current().heartbeat('stalled by a test'), 5_000);
+        try {
+          await Promise.race([Context.current().cancelled, new Promise((resolve) => setTimeout(resolve, 3_600_000))]);
+        } finally {
+          clearInterval(beat);
+        }
       }
       if (fault.action === 'lose') {
         throw ApplicationFailure.create({ type: 'InjectedLostResult', message: `injected fault: ${activityType}'s result was lost`, nonRetryable: false });
@@ -106,10 +149,14 @@ class FaultInterceptor implements ActivityInboundCallsInterceptor {
   }
 }
 
-/** Worker interceptors for a plan, or none at all. The plan is read live, so a test may change it. */
-export function faultInterceptors(plan: FaultPlan | undefined) {
+/**
+ * Worker interceptors for a plan, or none at all. The plan is read live (an object a test changes,
+ * or a file read again when it changes), so a test may change it while the worker runs.
+ */
+export function faultInterceptors(plan: FaultPlan | (() => FaultPlan) | undefined) {
   if (plan === undefined) return {};
-  return { activity: [() => ({ inbound: new FaultInterceptor(plan) })] };
+  const planOf = typeof plan === 'function' ? plan : () => plan;
+  return { activity: [() => ({ inbound: new FaultInterceptor(planOf) })] };
 }
 
 export interface WorkerExtras {
@@ -121,6 +168,6 @@ export interface WorkerExtras {
  * The plan a worker runs with: one handed in by a test, else the file the config names (only
  * there when fault injection is allowed), else none.
  */
-export function faultPlanOf(config: Config, extras: WorkerExtras): FaultPlan | undefined {
-  return extras.faults ?? (config.faultFile ? readFaultPlan(config.faultFile) : undefined);
+export function faultPlanOf(config: Config, extras: WorkerExtras): FaultPlan | (() => FaultPlan) | undefined {
+  return extras.faults ?? (config.faultFile ? livePlanFile(config.faultFile) : undefined);
 }

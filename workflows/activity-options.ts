@@ -11,12 +11,20 @@ import { hostTaskQueue } from './task-queues';
 
 const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '20 seconds' };
 
+/**
+ * Every host activity heartbeats while it runs (activities/host/heartbeat.ts), so every host step
+ * carries this heartbeat timeout: a step whose agent was killed in the middle of it is taken for
+ * dead and tried again after this long, not after its whole start-to-close timeout.
+ */
+const hostHeartbeatTimeout = '30 seconds';
+
 /** libvirt calls that return in seconds: define, start, destroy, undefine, secrets. */
 export function hostSteps(host: string) {
   return proxyActivities<HostActivities>({
     taskQueue: hostTaskQueue(host),
     startToCloseTimeout: '2 minutes',
     scheduleToCloseTimeout: '5 minutes',
+    heartbeatTimeout: hostHeartbeatTimeout,
     retry,
   });
 }
@@ -27,7 +35,7 @@ export function hostLongSteps(host: string) {
     taskQueue: hostTaskQueue(host),
     startToCloseTimeout: '15 minutes',
     scheduleToCloseTimeout: '30 minutes',
-    heartbeatTimeout: '30 seconds',
+    heartbeatTimeout: hostHeartbeatTimeout,
     retry,
   });
 }
@@ -61,6 +69,7 @@ export function hostCleanup(host: string) {
     taskQueue: hostTaskQueue(host),
     startToCloseTimeout: '45 seconds',
     scheduleToCloseTimeout: '75 seconds',
+    heartbeatTimeout: hostHeartbeatTimeout,
     retry,
   });
 }

@@ -36,6 +36,9 @@ export interface Engine {
   stop(): Promise<void>;
 }
 
+/** What the helpers below need of an engine: its Temporal server and client, and the config. */
+export type EngineLike = Pick<Engine, 'env' | 'config'>;
+
 export async function startEngine(config: Config, restartable?: RestartableServer): Promise<Engine> {
   const env = await createTestEnvironment(config, restartable);
   const faults: FaultPlan = { faults: [] };
@@ -70,12 +73,12 @@ export async function startEngine(config: Config, restartable?: RestartableServe
   };
 }
 
-export function newInstance(engine: Engine, name = 'vm'): { instanceUuid: string; project: string; name: string } {
+export function newInstance(engine: EngineLike, name = 'vm'): { instanceUuid: string; project: string; name: string } {
   const instanceUuid = randomUUID();
   return { instanceUuid, project: `project-${instanceUuid.slice(0, 8)}`, name: `${name}-${instanceUuid.slice(0, 8)}` };
 }
 
-export async function startInstanceEntity(engine: Engine, init: { instanceUuid: string; project: string; name: string }): Promise<WorkflowHandle<typeof instance>> {
+export async function startInstanceEntity(engine: EngineLike, init: { instanceUuid: string; project: string; name: string }): Promise<WorkflowHandle<typeof instance>> {
   return engine.env.client.workflow.start(instance, {
     workflowId: instanceWorkflowId(init.instanceUuid),
     taskQueue: controlTaskQueue,
@@ -84,7 +87,7 @@ export async function startInstanceEntity(engine: Engine, init: { instanceUuid: 
 }
 
 /** A boot request for the test guest with a TPM 2.0 crb that keeps a value in NV. */
-export function guestBootRequest(engine: Engine, host: string, nvValue: string, extraSpecs: Record<string, string> = {}): BootRequest {
+export function guestBootRequest(engine: EngineLike, host: string, nvValue: string, extraSpecs: Record<string, string> = {}): BootRequest {
   const dir = guestDir(engine.config);
   return {
     requestId: randomUUID(),
@@ -95,7 +98,7 @@ export function guestBootRequest(engine: Engine, host: string, nvValue: string, 
   };
 }
 
-export function instanceSerialLog(engine: Engine, hostName: string, instanceUuid: string): string {
+export function instanceSerialLog(engine: EngineLike, hostName: string, instanceUuid: string): string {
   const host = engine.config.hosts.find((h) => h.name === hostName)!;
   return serialLogPath(host.agentDir, instanceUuid);
 }
@@ -105,7 +108,7 @@ export async function recordOf(handle: WorkflowHandle<typeof instance>) {
 }
 
 /** Everything of an instance that could be left anywhere; empty lists mean nothing is. */
-export async function leftovers(engine: Engine, owner: { instanceUuid: string; project: string }) {
+export async function leftovers(engine: EngineLike, owner: { instanceUuid: string; project: string }) {
   const keyManager = createKeyManager(engine.config);
   const imageService = createImageService(engine.config);
   const found: string[] = [];
@@ -125,13 +128,13 @@ export async function leftovers(engine: Engine, owner: { instanceUuid: string; p
 }
 
 /** Waits for the test guest's boot on `host` to finish; returns what it printed. */
-export async function guestRun(engine: Engine, host: string, instanceUuid: string): Promise<string[]> {
+export async function guestRun(engine: EngineLike, host: string, instanceUuid: string): Promise<string[]> {
   const libvirtUri = engine.config.hosts.find((h) => h.name === host)!.libvirtUri;
   return waitForGuest(libvirtUri, instanceUuid, instanceSerialLog(engine, host, instanceUuid));
 }
 
 /** Waits until a guest booted with `vtpm.stay=1` on `host` has reported (and keeps running); returns what it printed. */
-export async function guestUp(engine: Engine, host: string, instanceUuid: string, deadlineMs = 120_000): Promise<string[]> {
+export async function guestUp(engine: EngineLike, host: string, instanceUuid: string, deadlineMs = 120_000): Promise<string[]> {
   const log = instanceSerialLog(engine, host, instanceUuid);
   const deadline = Date.now() + deadlineMs;
   for (;;) {
@@ -143,14 +146,14 @@ export async function guestUp(engine: Engine, host: string, instanceUuid: string
 }
 
 /** The instance's domain state on each host, e.g. `{ 'host-a': 'running', 'host-b': null }`. */
-export async function domainStates(engine: Engine, instanceUuid: string): Promise<Record<string, string | null>> {
+export async function domainStates(engine: EngineLike, instanceUuid: string): Promise<Record<string, string | null>> {
   const states: Record<string, string | null> = {};
   for (const host of engine.config.hosts) states[host.name] = (await new LibvirtHost(host.libvirtUri).domainStatus(instanceUuid))?.state ?? null;
   return states;
 }
 
 /** Copies of the instance's state set aside on a host (under its swtpm folder), by path. */
-export function asideCopies(engine: Engine, host: string, instanceUuid: string): string[] {
+export function asideCopies(engine: EngineLike, host: string, instanceUuid: string): string[] {
   const root = engine.config.hosts.find((h) => h.name === host)!.swtpmStateDir;
   const found: string[] = [];
   const walk = (dir: string, depth: number) => {
@@ -170,7 +173,7 @@ export function asideCopies(engine: Engine, host: string, instanceUuid: string):
  * What an operator would look at when the record and the hosts disagree: the record's summary, the
  * domain on each host, and the tail of each host's QEMU log and the guest's console for the instance.
  */
-export async function hostEvidence(engine: Engine, instanceUuid: string, record?: unknown): Promise<string> {
+export async function hostEvidence(engine: EngineLike, instanceUuid: string, record?: unknown): Promise<string> {
   const lines: string[] = [];
   if (record !== undefined) lines.push(`record: ${JSON.stringify(record).slice(0, 3000)}`);
   lines.push(`domains: ${JSON.stringify(await domainStates(engine, instanceUuid))}`);

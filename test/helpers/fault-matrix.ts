@@ -30,7 +30,7 @@ import {
   type OperationOutcome,
 } from '../../workflows/instance';
 import { controlTaskQueue, hostTaskQueue } from '../../workflows/task-queues';
-import { domainStates, guestBootRequest, guestUp, newInstance, recordOf, requestHistory, startInstanceEntity, type Engine } from './engine';
+import { domainStates, guestBootRequest, guestUp, leftovers, newInstance, recordOf, requestHistory, startInstanceEntity, type EngineLike } from './engine';
 import { markerValue } from './guest';
 import { readNvValue } from './tpm-nv';
 import { VtpmClient, type AuditFinding } from '../../client';
@@ -264,8 +264,24 @@ export function restartStep(op: MatrixOperation): string {
 
 /** `activity@queue` into a fault for one instance. */
 export function faultFor(step: string, kind: FaultKind, instanceUuid: string): Fault {
+  return stepFault(step, faultKinds[kind], instanceUuid);
+}
+
+/** `activity@queue` into a fault of any kind for one instance. */
+export function stepFault(step: string, kind: Pick<Fault, 'when' | 'action'>, instanceUuid: string): Fault {
   const [activity, queue] = step.split('@') as [string, string];
-  return { activity, ...faultKinds[kind], taskQueue: queue === 'control' ? controlTaskQueue : hostTaskQueue(queue), instanceUuid };
+  return { activity, ...kind, taskQueue: queue === 'control' ? controlTaskQueue : hostTaskQueue(queue), instanceUuid };
+}
+
+/**
+ * Steps in runs of at most `size` (as even as they come), for cells that each take several steps
+ * of one operation.
+ */
+export function stepRuns(steps: string[], size: number): string[][] {
+  const count = Math.ceil(steps.length / size);
+  const runs: string[][] = [];
+  for (let i = 0; i < count; i++) runs.push(steps.slice(Math.round((i * steps.length) / count), Math.round(((i + 1) * steps.length) / count)));
+  return runs;
 }
 
 function queueName(taskQueue: string): string {
@@ -276,7 +292,7 @@ function queueName(taskQueue: string): string {
  * The activity steps a request ran, as `activity@queue` in order of first call: the entity's own
  * (pre-flight) between the update's acceptance and completion, and its operation child's.
  */
-export async function stepsRun(engine: Engine, handle: Handle, requestId: string): Promise<string[]> {
+export async function stepsRun(engine: EngineLike, handle: Handle, requestId: string): Promise<string[]> {
   const steps: string[] = [];
   const { entity, children } = await requestHistory(engine.env.client, handle.workflowId, requestId);
   for (const event of [...entity, ...children.flat()]) {
@@ -297,7 +313,7 @@ export interface Subject {
 }
 
 /** A test guest that writes `value` into NV at its first boot and keeps running. */
-function bootRequestFor(engine: Engine, value: string): BootRequest {
+function bootRequestFor(engine: EngineLike, value: string): BootRequest {
   const base = guestBootRequest(engine, 'host-a', value);
   const cmdline = `${(base.boot as { cmdline: string }).cmdline} vtpm.stay=1`;
   return { ...base, boot: { ...base.boot, cmdline } as BootRequest['boot'] };
@@ -309,7 +325,7 @@ function bootRequestFor(engine: Engine, value: string): BootRequest {
  * write its NV value at its first boot (a boot under heavy TCG load, not the engine) is deleted and
  * made once more, saying so.
  */
-export async function given(engine: Engine, state: Given): Promise<Subject> {
+export async function given(engine: EngineLike, state: Given): Promise<Subject> {
   try {
     return await givenOnce(engine, state);
   } catch (err) {
@@ -322,7 +338,7 @@ export async function given(engine: Engine, state: Given): Promise<Subject> {
 /** The test guest misbehaved during a subject's set-up (not the engine). */
 class GuestSetupError extends Error {}
 
-async function givenOnce(engine: Engine, state: Given): Promise<Subject> {
+async function givenOnce(engine: EngineLike, state: Given): Promise<Subject> {
   const init = newInstance(engine, 'matrix');
   const handle = await startInstanceEntity(engine, init);
   const value = `nv-${randomBytes(4).toString('hex')}`;
@@ -350,7 +366,7 @@ async function givenOnce(engine: Engine, state: Given): Promise<Subject> {
 }
 
 /** Hosts holding a runnable copy of the instance's state (a state folder with TPM files; set-aside copies are not runnable). */
-export function stateCopies(engine: Engine, instanceUuid: string): string[] {
+export function stateCopies(engine: EngineLike, instanceUuid: string): string[] {
   return engine.config.hosts
     .filter((host) => {
       const dir = path.join(host.swtpmStateDir, instanceUuid, 'tpm2');
@@ -368,7 +384,7 @@ export function stateCopies(engine: Engine, instanceUuid: string): string[] {
  * keeps the migration pending with one of its two copies possibly cleared already (the other is
  * kept, and trying again is safe), and a delete that failed part-way may have removed every copy.
  */
-export async function problemsOf(engine: Engine, subject: Subject, failed?: string): Promise<string[]> {
+export async function problemsOf(engine: EngineLike, subject: Subject, failed?: string): Promise<string[]> {
   const { handle, init, value } = subject;
   const uuid = init.instanceUuid;
   const record = await recordOf(handle);
@@ -474,4 +490,24 @@ export async function problemsOf(engine: Engine, subject: Subject, failed?: stri
     }
   }
   return problems;
+}
+
+/** Runs `body` over the items, `size` at a time. */
+export async function inBatches<T, R>(items: T[], size: number, body: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  for (let i = 0; i < items.length; i += size) results.push(...(await Promise.all(items.slice(i, i + size).map(body))));
+  return results;
+}
+
+/** A failed operation's outcome as `type: message`. */
+export function outcomeOf(err: unknown): string {
+  const cause = (err as { cause?: { type?: string; message?: string } }).cause;
+  return `${cause?.type ?? (err as Error).name}: ${cause?.message ?? (err as Error).message}`;
+}
+
+/** Deletes what a cell left; returns what of the instance still remains anywhere (nothing, when all is well). */
+export async function deletedLeavingNothing(engine: EngineLike, subject: Subject): Promise<string[]> {
+  const described = await subject.handle.describe();
+  if (described.status.name === 'RUNNING') await subject.handle.executeUpdate(deleteUpdate, { args: [{ requestId: randomUUID() }] });
+  return leftovers(engine, subject.init);
 }

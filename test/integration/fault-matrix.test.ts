@@ -13,8 +13,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
-import { confirmMigrationUpdate, deleteUpdate, revertMigrationUpdate } from '../../workflows/instance';
-import { domainStates, leftovers, recordOf, startEngine, type Engine } from '../helpers/engine';
+import { confirmMigrationUpdate, revertMigrationUpdate } from '../../workflows/instance';
+import { domainStates, recordOf, startEngine, type Engine } from '../helpers/engine';
 import { ensureTestGuest } from '../helpers/guest';
 import { restartMainProcess } from '../../scripts/stack/index';
 import { freePort } from '../helpers/openstack-copy';
@@ -24,6 +24,9 @@ import {
   evacuateOperation,
   faultFor,
   faultKinds,
+  deletedLeavingNothing,
+  inBatches,
+  outcomeOf,
   restartStep,
   given,
   notProvoked,
@@ -106,22 +109,9 @@ async function outcomeFromRecord(subject: Subject, requestId: string, deadlineMs
   }
 }
 
-async function inBatches<T, R>(items: T[], size: number, body: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = [];
-  for (let i = 0; i < items.length; i += size) results.push(...(await Promise.all(items.slice(i, i + size).map(body))));
-  return results;
-}
-
-function outcomeOf(err: unknown): string {
-  const cause = (err as { cause?: { type?: string; message?: string } }).cause;
-  return `${cause?.type ?? (err as Error).name}: ${cause?.message ?? (err as Error).message}`;
-}
-
 /** Deletes what a cell left and proves nothing of the instance remains anywhere. */
 async function deleteAndProveGone(subject: Subject): Promise<void> {
-  const described = await subject.handle.describe();
-  if (described.status.name === 'RUNNING') await subject.handle.executeUpdate(deleteUpdate, { args: [{ requestId: randomUUID() }] });
-  expect(await leftovers(engine, subject.init)).toEqual([]);
+  expect(await deletedLeavingNothing(engine, subject)).toEqual([]);
 }
 
 /**
@@ -141,8 +131,7 @@ async function cell(op: MatrixOperation, step: string, fault: FaultKind): Promis
     await op.send(subject.handle, requestId, subject.boot);
     outcome = 'ok';
   } catch (err) {
-    const cause = (err as { cause?: { type?: string; message?: string } }).cause;
-    outcome = `${cause?.type ?? (err as Error).name}: ${cause?.message ?? (err as Error).message}`;
+    outcome = outcomeOf(err);
   } finally {
     record.outcome = outcome!.split(':')[0];
     for (const f of injected) engine.faults.faults.splice(engine.faults.faults.indexOf(f), 1);
