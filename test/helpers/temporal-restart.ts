@@ -10,7 +10,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { allProcesses } from './host-processes';
 
-function serverProcess(port: number): { pid: number; argv: string[] } {
+/** The dev server process listening on `port`, with its command line. */
+export function serverProcess(port: number): { pid: number; argv: string[] } {
   for (const p of allProcesses()) {
     let argv: string[];
     try {

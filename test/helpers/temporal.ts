@@ -3,6 +3,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { NativeConnection, Runtime, DefaultLogger, Worker, type WorkerOptions } from '@temporalio/worker';
 import { loadConfig, type Config } from '../../config';
 import { allSearchAttributes } from '../../workflows/search-attributes';
+import { devServerTuningArgs } from '../../scripts/stack/temporal';
 
 let runtimeInstalled = false;
 
@@ -23,6 +24,7 @@ export async function createTestEnvironment(config: Config = loadConfig(), resta
       executable: { type: 'existing-path', path: config.temporal.cliPath },
       ip: '127.0.0.1',
       searchAttributes: [...allSearchAttributes],
+      extraArgs: devServerTuningArgs(),
       ...(restartable === undefined ? {} : { dbFilename: restartable.dbFilename, port: restartable.port }),
     },
   });

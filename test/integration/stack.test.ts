@@ -7,6 +7,8 @@ import { loadConfig } from '../../config';
 import { barbicanService } from '../../scripts/stack/barbican';
 import { bringUp, stackStatus, stackUp } from '../../scripts/stack/index';
 import { httpStatus } from '../../scripts/stack/processes';
+import { devServerTuningArgs } from '../../scripts/stack/temporal';
+import { serverProcess } from '../helpers/temporal-restart';
 
 const config = loadConfig();
 
@@ -15,6 +17,11 @@ describe('the local stack', () => {
     const statuses = await stackStatus(config);
     expect(statuses.map((s) => s.name)).toEqual(['temporal', 'libvirt host-a', 'libvirt host-b', 'barbican', 'glance']);
     for (const status of statuses) expect(status, status.problem).toMatchObject({ healthy: true });
+  });
+
+  it("runs the stack's Temporal dev server with the project's dynamic configuration", () => {
+    const { argv } = serverProcess(Number(config.temporal.address.slice(config.temporal.address.lastIndexOf(':') + 1)));
+    expect(argv.join(' '), "the stack's Temporal server was started by an older version: 'npm run stack -- down' and run again").toContain(devServerTuningArgs().join(' '));
   });
 
   it('serves the Temporal UI on its port', async () => {

@@ -6,7 +6,9 @@ import { createControlWorker } from '../../workers/control-worker';
 import { createHostAgent } from '../../workers/host-agent';
 import { probeHosts } from '../../workflows/probe-hosts';
 import { controlTaskQueue } from '../../workflows/task-queues';
+import { devServerTuningArgs } from '../../scripts/stack/temporal';
 import { createTestEnvironment, withWorkers } from '../helpers/temporal';
+import { serverProcess } from '../helpers/temporal-restart';
 
 const config = loadConfig();
 let env: TestWorkflowEnvironment;
@@ -20,6 +22,12 @@ afterAll(async () => {
 });
 
 describe('workflows on the real Temporal dev server', () => {
+  it("runs the suite's server with the project's dynamic configuration (its transfer queue read up to 1000 times a second)", () => {
+    const { argv } = serverProcess(Number(env.address.slice(env.address.lastIndexOf(':') + 1)));
+    expect(devServerTuningArgs()).toEqual(['--dynamic-config-value', 'history.transferProcessorMaxPollRPS=1000']);
+    expect(argv.join(' ')).toContain(devServerTuningArgs().join(' '));
+  });
+
   it('route host activities to each host agent and return what the hosts run', async () => {
     const connection = env.nativeConnection as NativeConnection;
     const workers = [
