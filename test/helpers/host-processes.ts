@@ -48,10 +48,14 @@ export function isGone(pid: number): boolean {
   return !fs.existsSync(`/proc/${pid}`);
 }
 
-export async function waitForProcesses(marker: string, count: number, timeoutMs = 20_000): Promise<ProcessEntry[]> {
+/**
+ * Waits for `count` processes mentioning `marker`; with `comm`, only those running that program
+ * (a child started under `setpriv` is called `setpriv` until it has exec'd the tool).
+ */
+export async function waitForProcesses(marker: string, count: number, timeoutMs = 20_000, comm?: string): Promise<ProcessEntry[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const found = processesMentioning(marker);
+    const found = processesMentioning(marker).filter((p) => comm === undefined || p.comm === comm);
     if (found.length >= count) return found;
     if (Date.now() > deadline) throw new Error(`fewer than ${count} processes mention ${marker} after ${timeoutMs / 1000} s: ${JSON.stringify(found)}`);
     await new Promise((resolve) => setTimeout(resolve, 20));

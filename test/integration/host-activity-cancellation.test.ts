@@ -82,7 +82,7 @@ describe('a host activity cancelled while its child runs', () => {
   it('kills the virsh it started, and ends cancelled long before the virsh deadline', async () => {
     const uuid = randomUUID();
     const handle = await start('shutdownDomain', uuid, 2_000);
-    const [virsh] = await waitForProcesses(uuid, 1);
+    const [virsh] = await waitForProcesses(uuid, 1, 20_000, 'virsh');
     expect(virsh!.comm).toBe('virsh');
     expect(virsh!.ppid).toBe(process.pid);
 
