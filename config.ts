@@ -124,6 +124,12 @@ export interface Config {
    * has run out and that an operator has fenced is lost, and only then are its guests evacuated.
    */
   agentLeaseSeconds: number;
+  /**
+   * Where this process serves Prometheus metrics (`/metrics`: the Temporal SDK's and the engine's
+   * own); null when VTPM_METRICS_ADDRESS is `off`. One address per process: every worker process
+   * of a machine needs its own port.
+   */
+  metricsAddress: string | null;
 }
 
 const projectRoot = path.resolve(__dirname, __dirname.endsWith(`${path.sep}dist`) ? '..' : '.');
@@ -170,6 +176,12 @@ function hostAddress(env: Env, key: string, fallback: string): string {
     throw new ConfigError(key, `'${raw}' is not host:port`);
   }
   return raw;
+}
+
+/** `VTPM_METRICS_ADDRESS`: host:port, or `off`. */
+function metricsAddress(env: Env): string | null {
+  if (text(env, 'VTPM_METRICS_ADDRESS', '') === 'off') return null;
+  return hostAddress(env, 'VTPM_METRICS_ADDRESS', '127.0.0.1:9464');
 }
 
 function oneOf<T extends string>(env: Env, key: string, choices: readonly T[], fallback: T): T {
@@ -356,5 +368,6 @@ export function loadConfig(env: Env = process.env): Config {
     stateGenerationsKept: count(env, 'VTPM_STATE_GENERATIONS', 3, 1, 100),
     faultFile: faultFile(env),
     agentLeaseSeconds: count(env, 'VTPM_AGENT_LEASE_SECONDS', 30, 3, 3600),
+    metricsAddress: metricsAddress(env),
   };
 }

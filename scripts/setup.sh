@@ -22,7 +22,7 @@ debian_packages=(
   barbican-api glance-api python3-barbicanclient
   uwsgi-core uwsgi-plugin-python3
   chromium fonts-dejavu-core
-  busybox-static cpio zstd xz-utils
+  busybox-static cpio zstd xz-utils curl
 )
 
 check_node() {

@@ -3,14 +3,15 @@
  * you like; they share the `vtpm-control` task queue.
  */
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
 import { createControlWorker } from './control-worker';
+import { installRuntime } from './telemetry';
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  await installRuntime(config, 'WARN', (line) => console.log(`[control] ${line}`));
   await checkServices(config);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const clientConnection = await Connection.connect({ address: config.temporal.address });

@@ -9,6 +9,7 @@ import { createKeyManager } from '../activities/key-manager/key-manager';
 import { hostRecordQuery, hostRecordWorkflowId } from '../workflows/host-record';
 import { controlTaskQueue } from '../workflows/task-queues';
 import { faultInterceptors, faultPlanOf, type WorkerExtras } from './faults';
+import { stepDurationInterceptors } from './telemetry';
 
 /** A host's record as the engine holds it; null when no agent of that host ever reported. */
 export function hostRecordReader(client: Client): ReadHostRecord {
@@ -34,6 +35,6 @@ export async function createControlWorker(connection: NativeConnection, client: 
       imageService: createImageService(config),
       readHostRecord: hostRecordReader(client),
     }),
-    interceptors: faultInterceptors(faultPlanOf(config, extras)),
+    interceptors: { activity: [...stepDurationInterceptors('control'), ...faultInterceptors(faultPlanOf(config, extras))] },
   });
 }

@@ -154,9 +154,9 @@ class FaultInterceptor implements ActivityInboundCallsInterceptor {
  * or a file read again when it changes), so a test may change it while the worker runs.
  */
 export function faultInterceptors(plan: FaultPlan | (() => FaultPlan) | undefined) {
-  if (plan === undefined) return {};
+  if (plan === undefined) return [];
   const planOf = typeof plan === 'function' ? plan : () => plan;
-  return { activity: [() => ({ inbound: new FaultInterceptor(planOf) })] };
+  return [() => ({ inbound: new FaultInterceptor(planOf) })];
 }
 
 export interface WorkerExtras {

@@ -3,10 +3,11 @@
  * compute host runs it in production (a systemd unit or a privileged container beside libvirt).
  */
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
 import { startHostAgent } from './host-agent';
+import { installRuntime } from './telemetry';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -15,7 +16,7 @@ async function main(): Promise<void> {
   if (host === undefined) {
     throw new Error(`usage: host-agent-main <host>; known hosts: ${config.hosts.map((h) => h.name).join(', ')}`);
   }
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  await installRuntime(config, 'WARN', (line) => console.log(`[agent ${host.name}] ${line}`));
   await checkServices(config);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const clientConnection = await Connection.connect({ address: config.temporal.address });

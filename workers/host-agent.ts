@@ -8,6 +8,7 @@ import { hostTaskQueue } from '../workflows/task-queues';
 import type { Client } from '@temporalio/client';
 import { reconcileHost, settleDeferred, startLease, type HostReconciliation } from './agent-presence';
 import { faultInterceptors, faultPlanOf, type WorkerExtras } from './faults';
+import { stepDurationInterceptors } from './telemetry';
 import { announceHost } from './report-host';
 
 export function hostActivitiesFor(config: Config, host: LocalHost) {
@@ -36,7 +37,7 @@ export async function createHostAgent(
     namespace: config.temporal.namespace,
     taskQueue: hostTaskQueue(host.name),
     activities,
-    interceptors: faultInterceptors(faultPlanOf(config, extras)),
+    interceptors: { activity: [...stepDurationInterceptors(host.name), ...faultInterceptors(faultPlanOf(config, extras))] },
   });
 }
 

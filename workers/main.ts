@@ -3,19 +3,20 @@
  * foreground. Ctrl-C stops the workers, then the services this run started.
  */
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
 import { stackDown, stackStatus, stackUp } from '../scripts/stack/index';
 import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
 import { createControlWorker } from './control-worker';
 import { startHostAgent, type RunningAgent } from './host-agent';
+import { installRuntime } from './telemetry';
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = (line: string) => console.log(`[engine] ${line}`);
   const level = config.logLevel.toUpperCase() as 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
-  Runtime.install({ logger: new DefaultLogger(level === 'INFO' ? 'WARN' : level) });
+  await installRuntime(config, level === 'INFO' ? 'WARN' : level, log);
 
   const wasHealthy = new Set((await stackStatus(config)).filter((s) => s.healthy).map((s) => s.name));
   const statuses = await stackUp(config, (line) => log(`stack: ${line}`));

@@ -71,3 +71,9 @@ export function stateTakenBefore(err: unknown): FailureFacts['state'] | undefine
 export function strandedBy(err: unknown): boolean {
   return factsOf(err).stranded === true;
 }
+
+/** Whether the failed operation ran its compensation and it undid everything it had done. */
+export function fullyCompensated(err: unknown): boolean {
+  const facts = factsOf(err);
+  return typeof facts.step === 'string' && (facts.leftBehind ?? []).length === 0 && facts.stranded !== true;
+}

@@ -33,7 +33,8 @@ import {
   type OperationName,
 } from '../domain/instance';
 import { checkAbortRequest, checkHostReturnedRequest, checkInstanceStart } from '../domain/request-rules';
-import { describeFailure } from './failures';
+import { describeFailure, fullyCompensated } from './failures';
+import { countOperation, recordOperationDuration, type OperationTags } from './metrics';
 import { isRefusal, refused, refusalOf, type EntityContext } from './entity/context';
 import { installMoveHandlers } from './entity/moves';
 import { installPowerHandlers } from './entity/power';
@@ -89,6 +90,8 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
   /** The running operation's child workflow, which an operator may abort. */
   let current: { scope: CancellationScope; operation: OperationName; requestId: string } | null = null;
 
+  const tagsOf = (operation: string): OperationTags => ({ operation, host: record.host ?? 'none' });
+
   const ctx: EntityContext = {
     record: () => record,
     update: (change) => {
@@ -103,12 +106,15 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
         if (runner.idle) checkOperationAllowed(record, operation);
         extra?.(checked);
       } catch (err) {
-        throw refusalOf(err);
+        const refusal = refusalOf(err);
+        countOperation('refused', tagsOf(operation), { reason: refusal.type ?? 'InvalidRequest' });
+        throw refusal;
       }
     },
 
-    run: (operation, requestId, body, onFailure = (r) => r) =>
-      inTurn(`${operation} ${requestId}`, async (): Promise<OperationOutcome> => {
+    run: (operation, requestId, body, onFailure = (r) => r) => {
+      const tags = tagsOf(operation);
+      return inTurn(`${operation} ${requestId}`, async (): Promise<OperationOutcome> => {
         const earlier = findCompleted(record, requestId);
         if (earlier) {
           if (!earlier.ok) throw ApplicationFailure.create({ type: 'OperationFailed', message: earlier.message, nonRetryable: true });
@@ -121,11 +127,15 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
           throw refusalOf(err);
         }
         const before = record;
+        const began = Date.now();
         publish(operation);
+        countOperation('started', tags);
         try {
           const { message, apply } = await body();
           const done: CompletedOperation = { requestId, operation, ok: true, message };
           record = rememberCompleted({ ...apply(record), lastError: null }, done);
+          countOperation('succeeded', tags);
+          recordOperationDuration(tags, 'succeeded', Date.now() - began);
           return { ...done, record };
         } catch (err) {
           // Refused before anything was done: no error recorded, the instance as it was.
@@ -134,6 +144,9 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
             throw err;
           }
           const { type, message } = describeFailure(err);
+          countOperation('failed', tags, { error: type });
+          if (fullyCompensated(err)) countOperation('compensated', tags);
+          recordOperationDuration(tags, 'failed', Date.now() - began);
           const at = new Date().toISOString();
           record = rememberCompleted(
             { ...onFailure(record, err), lastError: { operation, requestId, type, message, at } },
@@ -143,7 +156,12 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
         } finally {
           publish(null);
         }
-      }),
+      }).catch((err: unknown) => {
+        // Refused in its turn (the queue was full, an earlier operation changed the state, a pre-flight said no).
+        if (isRefusal(err)) countOperation('refused', tags, { reason: (err as ApplicationFailure).type ?? 'InvalidRequest' });
+        throw err;
+      });
+    },
 
     child: (workflow, operation, requestId, input, memo) => {
       const scope = new CancellationScope();

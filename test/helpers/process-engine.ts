@@ -13,6 +13,7 @@ import type { Config } from '../../config';
 import type { Fault, FaultPlan } from '../../workers/faults';
 import { controlTaskQueue } from '../../workflows/task-queues';
 import type { EngineLike } from './engine';
+import { freePort } from './openstack-copy';
 import { spawnEngineProcess, waitForOutput, type EngineProcess } from './processes';
 import { createTestEnvironment } from './temporal';
 
@@ -42,6 +43,8 @@ export interface ProcessEngine extends EngineLike {
   kills: Map<WorkerName, number>;
   /** Workers that died without being killed by the test, with what they printed last. */
   unexpectedDeaths: string[];
+  /** Where a worker serves its Prometheus metrics (`/metrics`), the same across its restarts. */
+  metricsAddress(worker: WorkerName): string;
   stopWorker(worker: WorkerName): Promise<void>;
   startWorker(worker: WorkerName): Promise<void>;
   stop(): Promise<void>;
@@ -61,6 +64,9 @@ export async function startProcessEngine(config: Config): Promise<ProcessEngine>
   const plan: FaultPlan = { faults: [], firedDir };
   fs.writeFileSync(planFile, JSON.stringify(plan));
   const workerEnv = { TEMPORAL_ADDRESS: env.address, VTPM_FAULT_FILE: planFile, VTPM_ALLOW_FAULT_INJECTION: '1' };
+  const workers: WorkerName[] = ['control', ...config.hosts.map((h) => h.name)];
+  const metricsAddresses = new Map<WorkerName, string>();
+  for (const worker of workers) metricsAddresses.set(worker, `127.0.0.1:${await freePort()}`);
   const running = new Map<WorkerName, { proc: EngineProcess; expectedExit: boolean }>();
   const kills = new Map<WorkerName, number>();
   const unexpectedDeaths: string[] = [];
@@ -68,8 +74,8 @@ export async function startProcessEngine(config: Config): Promise<ProcessEngine>
   const start = async (worker: WorkerName): Promise<void> => {
     const proc =
       worker === 'control'
-        ? spawnEngineProcess('workers/control-worker-main.ts', [], workerEnv)
-        : spawnEngineProcess('workers/host-agent-main.ts', [worker], workerEnv);
+        ? spawnEngineProcess('workers/control-worker-main.ts', [], { ...workerEnv, VTPM_METRICS_ADDRESS: metricsAddresses.get(worker)! })
+        : spawnEngineProcess('workers/host-agent-main.ts', [worker], { ...workerEnv, VTPM_METRICS_ADDRESS: metricsAddresses.get(worker)! });
     const entry = { proc, expectedExit: false };
     running.set(worker, entry);
     void proc.exited.then(() => {
@@ -90,7 +96,6 @@ export async function startProcessEngine(config: Config): Promise<ProcessEngine>
     await entry.proc.exited;
   };
 
-  const workers: WorkerName[] = ['control', ...config.hosts.map((h) => h.name)];
   await Promise.all(workers.map(start));
 
   return {
@@ -130,6 +135,7 @@ export async function startProcessEngine(config: Config): Promise<ProcessEngine>
       for (const w of targets) kills.set(w, (kills.get(w) ?? 0) + 1);
       await Promise.all(targets.map(start));
     },
+    metricsAddress: (worker) => metricsAddresses.get(worker)!,
     stopWorker: (worker) => stopOne(worker, 'SIGTERM'),
     startWorker: start,
     async stop() {

@@ -13,7 +13,8 @@ export interface EngineProcess {
 export function spawnEngineProcess(script: string, args: string[], env: Record<string, string>): EngineProcess {
   const child = spawn(path.join(root, 'node_modules/.bin/tsx'), [path.join(root, script), ...args], {
     cwd: root,
-    env: { ...process.env, ...env },
+    // Metrics off unless a test asks for them: a developer's own `npm start` may hold the default port.
+    env: { ...process.env, VTPM_METRICS_ADDRESS: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: tsx runs the worker as a child, and both must go when killed.
     detached: true,

@@ -63,7 +63,7 @@ const vms: Vm[] = [];
 function startAgent(faultFile: string): AgentProcess {
   const child = spawn(tsx, ['workers/host-agent-main.ts', host.name], {
     cwd: config.projectRoot,
-    env: { ...process.env, TEMPORAL_ADDRESS: env.address, VTPM_FAULT_FILE: faultFile, VTPM_ALLOW_FAULT_INJECTION: '1', VTPM_IMAGE_ROOTS: imageRoots },
+    env: { ...process.env, TEMPORAL_ADDRESS: env.address, VTPM_FAULT_FILE: faultFile, VTPM_ALLOW_FAULT_INJECTION: '1', VTPM_IMAGE_ROOTS: imageRoots, VTPM_METRICS_ADDRESS: 'off' },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group, so clean-up reaches tsx's node child as well.
     detached: true,

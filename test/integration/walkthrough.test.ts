@@ -59,6 +59,10 @@ describe('the README walkthrough', () => {
     expect(output).toMatch(/importTpmState[\s\S]*InjectedFault/);
     expect(output).toMatch(/http:\/\/127\.0\.0\.1:8233\/namespaces\/default\/workflows\/vtpm-instance-/);
     expect(output).toMatch(/migrated from host-b to host-a/);
+    // The first migration from host-a, the retry from host-b; the failed one compensated.
+    expect(output).toMatch(/^vtpm_operations_succeeded_total\{(?=[^}]*host="host-a")(?=[^}]*operation="migrate")[^}]*\} 1$/m);
+    expect(output).toMatch(/^vtpm_operations_succeeded_total\{(?=[^}]*host="host-b")(?=[^}]*operation="migrate")[^}]*\} 1$/m);
+    expect(output).toMatch(/^vtpm_operations_compensated_total\{(?=[^}]*host="host-b")(?=[^}]*operation="migrate")[^}]*\} 1$/m);
     expect(output).toMatch(/deleted/);
     const ids = /WALKTHROUGH VM=(\S+) FAILED=(\S+)/.exec(output);
     expect(ids).not.toBeNull();

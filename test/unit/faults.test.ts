@@ -26,7 +26,7 @@ function planFile(): { dir: string; write(plan: FaultPlan): void; env: MockActiv
   };
   write({ faults: [], firedDir: dir });
   const plan = faultPlanOf({ faultFile: file } as Config, {});
-  const env = new MockActivityEnvironment(info, { interceptors: faultInterceptors(plan).activity });
+  const env = new MockActivityEnvironment(info, { interceptors: faultInterceptors(plan) });
   return { dir, write, env };
 }
 
@@ -71,7 +71,7 @@ describe('a fault plan file', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'faults-unit-'));
     dirs.push(dir);
     const plan: FaultPlan = { faults: [{ activity: 'defineDomain', when: 'before', action: 'hold' }] };
-    const env = new MockActivityEnvironment(info, { interceptors: faultInterceptors(plan).activity });
+    const env = new MockActivityEnvironment(info, { interceptors: faultInterceptors(plan) });
     await expect(env.run(defineDomain)).rejects.toThrow(/needs a firedDir/);
   });
 });
