@@ -5,6 +5,11 @@
 import path from 'node:path';
 import { FORBIDDEN_BOOT_FOLDERS, isWithin } from './domain/boot-paths';
 import { isHostName } from './domain/input-guards';
+import { Redacted } from './domain/redacted';
+import type { InvalidSettings } from './client/errors';
+import { connectionSettings, type ConnectionSettings } from './client/settings';
+
+export { Redacted };
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -34,30 +39,6 @@ export interface LocalHost {
   virtType: 'qemu' | 'kvm';
   /** The only folders boot files (kernel, initrd, disk) may come from (`VTPM_IMAGE_ROOTS`). */
   imageRoots: string[];
-}
-
-/**
- * A credential read from the environment. It prints as `[redacted]` (string conversion, JSON,
- * util.inspect), so logging or serialising the whole Config cannot leak it; `reveal()` is the
- * one way to read it, at the single place it is sent.
- */
-export class Redacted {
-  readonly #value: string;
-  constructor(value: string) {
-    this.#value = value;
-  }
-  reveal(): string {
-    return this.#value;
-  }
-  toString(): string {
-    return '[redacted]';
-  }
-  toJSON(): string {
-    return '[redacted]';
-  }
-  [Symbol.for('nodejs.util.inspect.custom')](): string {
-    return '[redacted]';
-  }
 }
 
 /** How the engine authenticates to an OpenStack service. */
@@ -97,6 +78,11 @@ export interface Config {
   temporal: {
     address: string;
     namespace: string;
+    /**
+     * How the workers connect: the standard Temporal settings (`TEMPORAL_*` over a profile of the
+     * CLI's `temporal.toml`), as the client and vtpmctl read them: TLS, API key, gRPC metadata.
+     */
+    connection: ConnectionSettings;
     uiPort: number;
     cliPath: string;
   };
@@ -176,6 +162,18 @@ function hostAddress(env: Env, key: string, fallback: string): string {
     throw new ConfigError(key, `'${raw}' is not host:port`);
   }
   return raw;
+}
+
+/** Where the workers connect, read as the client reads it (client/settings.ts). */
+function temporalConnection(env: Env): { address: string; namespace: string; connection: ConnectionSettings } {
+  let connection: ConnectionSettings;
+  try {
+    connection = connectionSettings({ env });
+  } catch (err) {
+    throw new ConfigError('TEMPORAL_PROFILE', `${(err as Error).message} (${(err as InvalidSettings).next ?? ''})`);
+  }
+  const address = hostAddress({ TEMPORAL_ADDRESS: connection.address }, 'TEMPORAL_ADDRESS', '127.0.0.1:7233');
+  return { address, namespace: connection.namespace, connection };
 }
 
 /** `VTPM_METRICS_ADDRESS`: host:port, or `off`. */
@@ -343,8 +341,7 @@ export function loadConfig(env: Env = process.env): Config {
     projectRoot,
     dataDir,
     temporal: {
-      address: hostAddress(env, 'TEMPORAL_ADDRESS', '127.0.0.1:7233'),
-      namespace: text(env, 'TEMPORAL_NAMESPACE', 'default'),
+      ...temporalConnection(env),
       uiPort: port(env, 'VTPM_TEMPORAL_UI_PORT', 8233),
       cliPath: text(env, 'VTPM_TEMPORAL_CLI', path.join(projectRoot, '.tools/bin/temporal')),
     },

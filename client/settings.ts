@@ -30,9 +30,9 @@ export interface ConnectionSettings {
   uiUrl: string;
 }
 
-/** An API key prints as `[redacted]` wherever it ends up (config.ts's Redacted). */
-export { Redacted as ApiKey } from '../config';
-import { Redacted as ApiKey } from '../config';
+/** An API key prints as `[redacted]` wherever it ends up (domain/redacted.ts). */
+export { Redacted as ApiKey } from '../domain/redacted';
+import { Redacted as ApiKey } from '../domain/redacted';
 
 export const DEFAULT_ADDRESS = '127.0.0.1:7233';
 export const DEFAULT_NAMESPACE = 'default';

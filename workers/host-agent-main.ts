@@ -2,10 +2,9 @@
  * One host agent as its own process: `tsx workers/host-agent-main.ts <host>`. This is how a
  * compute host runs it in production (a systemd unit or a privileged container beside libvirt).
  */
-import { Client, Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
+import { connectWorkers } from './connect';
 import { startHostAgent } from './host-agent';
 import { installRuntime } from './telemetry';
 
@@ -18,16 +17,13 @@ async function main(): Promise<void> {
   }
   await installRuntime(config, 'WARN', (line) => console.log(`[agent ${host.name}] ${line}`));
   await checkServices(config);
-  const connection = await NativeConnection.connect({ address: config.temporal.address });
-  const clientConnection = await Connection.connect({ address: config.temporal.address });
-  const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  const { connection, client, close } = await connectWorkers(config);
   const agent = await startHostAgent(connection, client, config, host, {}, (line) => console.log(`[agent] ${line}`));
   process.once('SIGINT', () => void agent.stop());
   process.once('SIGTERM', () => void agent.stop());
   console.log(`[agent ${host.name}] polling vtpm-host-${host.name}`);
   await agent.running;
-  await clientConnection.close();
-  await connection.close();
+  await close();
 }
 
 main().catch((err: Error) => {

@@ -2,10 +2,9 @@
  * `npm start`: the local stack, one control worker and one host agent per local host, in the
  * foreground. Ctrl-C stops the workers, then the services this run started.
  */
-import { Client, Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { checkServices } from './check-services';
+import { connectWorkers } from './connect';
 import { stackDown, stackStatus, stackUp } from '../scripts/stack/index';
 import { controlTaskQueue, hostTaskQueue } from '../workflows/task-queues';
 import { createControlWorker } from './control-worker';
@@ -23,9 +22,7 @@ async function main(): Promise<void> {
   const startedHere = statuses.map((s) => s.name).filter((name) => !wasHealthy.has(name));
 
   await checkServices(config);
-  const connection = await NativeConnection.connect({ address: config.temporal.address });
-  const clientConnection = await Connection.connect({ address: config.temporal.address });
-  const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  const { connection, client, close } = await connectWorkers(config);
   const control = await createControlWorker(connection, client, config);
   const controlRunning = control.run();
   // Agents reconcile through the entities, which the control worker runs: it starts first.
@@ -47,8 +44,7 @@ async function main(): Promise<void> {
   log(`polling ${queues.join(', ')} on ${config.temporal.address}`);
   log(`Temporal UI: http://127.0.0.1:${config.temporal.uiPort}  (Ctrl-C to stop)`);
   const results = await Promise.allSettled([controlRunning, ...agents.map((a) => a.running)]);
-  await clientConnection.close();
-  await connection.close();
+  await close();
   for (const [i, result] of results.entries()) {
     if (result.status === 'rejected') log(`worker ${queues[i]} failed: ${(result.reason as Error).message}`);
   }

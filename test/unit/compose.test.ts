@@ -97,10 +97,15 @@ describe('the production compose files', () => {
 
   it.each(composeFiles)("%s: every engine setting it passes is one the engine's configuration reads", (file) => {
     const config = read('config.ts');
+    // The Temporal connection (TEMPORAL_*) is read by @temporalio/envconfig, as the client reads it.
+    const envconfigDir = path.join(root, 'node_modules/@temporalio/envconfig/lib');
+    const envconfig = fs.readdirSync(envconfigDir).filter((f) => f.endsWith('.js')).map((f) => fs.readFileSync(path.join(envconfigDir, f), 'utf8')).join('\n');
+    expect(config).toContain('connectionSettings({ env })');
     for (const [name, service] of Object.entries(parsed[file]!.services)) {
       if (!service.build) continue;
       for (const key of Object.keys(service.environment ?? {})) {
-        expect(config, `${name}: ${key}`).toContain(`'${key}'`);
+        if (key.startsWith('TEMPORAL_')) expect(envconfig, `${name}: ${key}`).toContain(`'${key}'`);
+        else expect(config, `${name}: ${key}`).toContain(`'${key}'`);
       }
     }
   });

@@ -86,3 +86,28 @@ describe('a failure-injection plan from VTPM_FAULT_FILE', () => {
     expect(loadConfig({ VTPM_ALLOW_FAULT_INJECTION: '1' }).faultFile).toBeNull();
   });
 });
+
+describe('the workers\' Temporal connection', () => {
+  it('is read from the standard TEMPORAL_* settings, as the client reads them, with the API key kept out of JSON', () => {
+    const config = loadConfig({
+      TEMPORAL_ADDRESS: 'temporal.mgmt.example:7233',
+      TEMPORAL_NAMESPACE: 'vtpm',
+      TEMPORAL_API_KEY: 'very-secret-key',
+      TEMPORAL_TLS: 'true',
+      TEMPORAL_GRPC_META_X_TENANT: 'ops',
+    });
+    expect(config.temporal).toMatchObject({ address: 'temporal.mgmt.example:7233', namespace: 'vtpm' });
+    expect(config.temporal.connection).toMatchObject({ address: 'temporal.mgmt.example:7233', namespace: 'vtpm', metadata: { 'x-tenant': 'ops' } });
+    expect(config.temporal.connection.tls).toBeTruthy();
+    expect(config.temporal.connection.apiKey?.reveal()).toBe('very-secret-key');
+    expect(JSON.stringify(config)).not.toContain('very-secret-key');
+  });
+
+  it('defaults to the local dev server without TLS', () => {
+    expect(loadConfig({}).temporal).toMatchObject({ address: '127.0.0.1:7233', namespace: 'default', connection: { tls: undefined, apiKey: undefined } });
+  });
+
+  it('refuses an address that is not host:port, naming TEMPORAL_ADDRESS', () => {
+    expect(() => loadConfig({ TEMPORAL_ADDRESS: 'http://temporal' })).toThrow(/^TEMPORAL_ADDRESS: /);
+  });
+});
