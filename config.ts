@@ -83,6 +83,13 @@ export interface Config {
      * CLI's `temporal.toml`), as the client and vtpmctl read them: TLS, API key, gRPC metadata.
      */
     connection: ConnectionSettings;
+    /**
+     * What the local stack runs as Temporal (`VTPM_TEMPORAL`): `dev`, the CLI's dev server (one
+     * process, SQLite), or `cluster`, PostgreSQL and the server as separate processes.
+     */
+    kind: 'dev' | 'cluster';
+    /** The local cluster's PostgreSQL port (`VTPM_POSTGRES_PORT`). */
+    postgresPort: number;
     uiPort: number;
     cliPath: string;
   };
@@ -342,6 +349,8 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir,
     temporal: {
       ...temporalConnection(env),
+      kind: oneOf(env, 'VTPM_TEMPORAL', ['dev', 'cluster'] as const, 'dev'),
+      postgresPort: port(env, 'VTPM_POSTGRES_PORT', 5433),
       uiPort: port(env, 'VTPM_TEMPORAL_UI_PORT', 8233),
       cliPath: text(env, 'VTPM_TEMPORAL_CLI', path.join(projectRoot, '.tools/bin/temporal')),
     },

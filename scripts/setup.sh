@@ -7,6 +7,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 TEMPORAL_CLI_VERSION=1.5.1
+# The cluster's server (the version the CLI's dev server embeds) and UI; scripts/stack/cluster.ts names them too.
+TEMPORAL_SERVER_VERSION=1.29.1
+TEMPORAL_UI_VERSION=2.42.1
 tools_bin="$root/.tools/bin"
 started=$(date +%s)
 did_something=0
@@ -23,6 +26,7 @@ debian_packages=(
   uwsgi-core uwsgi-plugin-python3
   chromium fonts-dejavu-core
   busybox-static cpio zstd xz-utils curl
+  postgresql
 )
 
 check_node() {
@@ -97,6 +101,34 @@ install_temporal_cli() {
   did_something=1
 }
 
+# The Temporal cluster of the local stack and its tests (scripts/stack/cluster.ts): the server and
+# its SQL tool at the version the CLI's dev server embeds, and the UI server the CLI embeds. Most of
+# their packages are the CLI's, so after the CLI's build they take a minute or two.
+go_tool_version_ok() { "$(go_bin)" version -m "$1" 2>/dev/null | grep -qE "^\s+mod\s+$2\s+v$3\s"; }
+
+install_go_tool() { # <name in .tools/bin> <module> <version> <package path>
+  local name=$1 module=$2 version=$3 package=$4 go work
+  if [ -x "$tools_bin/$name" ] && go_tool_version_ok "$tools_bin/$name" "$module" "$version"; then
+    say "$name: $tools_bin/$name is $version"
+    return
+  fi
+  go=$(go_bin)
+  [ -x "$go" ] || fail "$name is built with Go, which is not installed; install Go 1.22+"
+  say "$name: building $version with go install"
+  work=$(mktemp -d)
+  GOBIN="$work" "$go" install "$package@v$version" || { rm -rf "$work"; fail "go install of $package@v$version failed; see the output above"; }
+  mv "$work/$(basename "$package")" "$tools_bin/$name"
+  rm -rf "$work"
+  go_tool_version_ok "$tools_bin/$name" "$module" "$version" || fail "the built $name does not report $module $version"
+  did_something=1
+}
+
+install_temporal_cluster_tools() {
+  install_go_tool temporal-server go.temporal.io/server "$TEMPORAL_SERVER_VERSION" go.temporal.io/server/cmd/server
+  install_go_tool temporal-sql-tool go.temporal.io/server "$TEMPORAL_SERVER_VERSION" go.temporal.io/server/cmd/tools/sql
+  install_go_tool temporal-ui-server github.com/temporalio/ui-server/v2 "$TEMPORAL_UI_VERSION" github.com/temporalio/ui-server/v2/cmd/server
+}
+
 # qemu runs guests as libvirt-qemu and the agents' swtpm probes run as tss: both must reach files
 # under the project's data folder, so every folder above it must be searchable (not readable).
 open_path_to_project() {
@@ -130,6 +162,7 @@ check_node
 install_debian_packages
 install_npm_packages
 install_temporal_cli
+install_temporal_cluster_tools
 check_host_users
 open_path_to_project
 build_test_guest

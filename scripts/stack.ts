@@ -1,4 +1,8 @@
-/** `npm run stack -- up | down | status [--json]`: the local stack of real services. */
+/**
+ * `npm run stack -- up | down | status [--json] [--cluster]`: the local stack of real services.
+ * `--cluster` (or VTPM_TEMPORAL=cluster) runs Temporal as a cluster on PostgreSQL instead of the
+ * dev server.
+ */
 import { loadConfig } from '../config';
 import { stackDown, stackStatus, stackUp, type ServiceStatus } from './stack/index';
 
@@ -19,7 +23,7 @@ function printTable(statuses: ServiceStatus[]): void {
 async function main(): Promise<number> {
   const [command, ...flags] = process.argv.slice(2);
   const json = flags.includes('--json');
-  const config = loadConfig();
+  const config = loadConfig(flags.includes('--cluster') ? { ...process.env, VTPM_TEMPORAL: 'cluster' } : process.env);
   switch (command) {
     case 'up': {
       const statuses = await stackUp(config, json ? () => undefined : console.log);
@@ -36,7 +40,7 @@ async function main(): Promise<number> {
       return statuses.every((s) => s.healthy) ? 0 : 3;
     }
     default:
-      console.error('usage: npm run stack -- up | down | status [--json]');
+      console.error('usage: npm run stack -- up | down | status [--json] [--cluster]');
       return 2;
   }
 }

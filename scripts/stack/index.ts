@@ -10,7 +10,7 @@ import { glanceService } from './glance';
 import { privateLibvirtService, systemLibvirtService } from './libvirt';
 import { pidAlive, portHolder, portInUse, stopPid, tail, waitFor } from './processes';
 import type { Service } from './service';
-import { temporalService } from './temporal';
+import { temporalClusterService, temporalService } from './temporal';
 
 export interface ServiceStatus {
   name: string;
@@ -27,7 +27,7 @@ export function stackServices(config: Config): Service[] {
   const [hostA, hostB] = config.hosts;
   if (hostA === undefined || hostB === undefined) throw new Error('the local stack needs two hosts');
   return [
-    temporalService(config),
+    config.temporal.kind === 'cluster' ? temporalClusterService(config) : temporalService(config),
     systemLibvirtService(hostA, logDir),
     privateLibvirtService(hostB, logDir),
     barbicanService(config),

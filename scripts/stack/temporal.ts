@@ -7,6 +7,7 @@ import type { Config } from '../../config';
 import { allSearchAttributes } from '../../workflows/search-attributes';
 import { httpStatus, spawnDetached } from './processes';
 import type { Service } from './service';
+import { bringUpCluster, clusterHealth, clusterLayout, clusterLogFile, clusterPorts, serverRoles, uiHealth } from './cluster';
 
 const keywordType = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
 
@@ -91,6 +92,34 @@ export function temporalService(config: Config): Service {
         ...devServerTuningArgs(),
       ];
       return [spawnDetached(cliPath, args, logFile)];
+    },
+    afterHealthy: () => ensureSearchAttributes(address, namespace),
+  };
+}
+
+/**
+ * The local stack's Temporal as a real cluster (`VTPM_TEMPORAL=cluster`, `stack up --cluster`):
+ * PostgreSQL and the server's five processes (scripts/stack/cluster.ts) under `<data>/cluster`,
+ * the frontend at TEMPORAL_ADDRESS, the UI at VTPM_TEMPORAL_UI_PORT.
+ */
+export function temporalClusterService(config: Config): Service {
+  const { address, uiPort, namespace, postgresPort } = config.temporal;
+  const layout = clusterLayout(path.join(config.dataDir, 'cluster'), path.dirname(config.temporal.cliPath), {
+    frontend: Number(address.slice(address.lastIndexOf(':') + 1)),
+    postgres: postgresPort,
+    ui: uiPort,
+  }, namespace);
+  return {
+    name: 'temporal',
+    address: `${address} (cluster: ${serverRoles.join(', ')}; PostgreSQL 127.0.0.1:${postgresPort}; UI http://127.0.0.1:${uiPort})`,
+    ports: clusterPorts(layout),
+    logFile: clusterLogFile(layout, 'frontend'),
+    startTimeoutMs: 120_000,
+    async health() {
+      return (await clusterHealth(layout)) ?? (await uiHealth(layout));
+    },
+    async start() {
+      return [...(await bringUpCluster(layout, () => ensureSearchAttributes(address, namespace))).values()];
     },
     afterHealthy: () => ensureSearchAttributes(address, namespace),
   };

@@ -39,8 +39,9 @@ export interface Engine {
 /** What the helpers below need of an engine: its Temporal server and client, and the config. */
 export type EngineLike = Pick<Engine, 'env' | 'config'>;
 
-export async function startEngine(config: Config, restartable?: RestartableServer): Promise<Engine> {
-  const env = await createTestEnvironment(config, restartable);
+/** The engine on a new dev server of its own, or on `existing` (a cluster the test started). */
+export async function startEngine(config: Config, restartable?: RestartableServer, existing?: TestWorkflowEnvironment): Promise<Engine> {
+  const env = existing ?? (await createTestEnvironment(config, restartable));
   const faults: FaultPlan = { faults: [] };
   const connection = env.nativeConnection as NativeConnection;
   const control = await createControlWorker(connection, env.client, config, { faults });

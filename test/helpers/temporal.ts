@@ -13,12 +13,22 @@ export interface RestartableServer {
   port: number;
 }
 
-export async function createTestEnvironment(config: Config = loadConfig(), restartable?: RestartableServer): Promise<TestWorkflowEnvironment> {
+function installTestRuntime(): void {
   if (!runtimeInstalled) {
     // Failure-injection tests make activities fail on purpose; their warnings would drown the output.
     Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
   }
+}
+
+/** A test environment on a Temporal server the test started itself (a cluster): no dev server. */
+export async function connectTestEnvironment(address: string, namespace = 'default'): Promise<TestWorkflowEnvironment> {
+  installTestRuntime();
+  return TestWorkflowEnvironment.createFromExistingServer({ address, namespace });
+}
+
+export async function createTestEnvironment(config: Config = loadConfig(), restartable?: RestartableServer): Promise<TestWorkflowEnvironment> {
+  installTestRuntime();
   return TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path: config.temporal.cliPath },
