@@ -181,53 +181,113 @@ export async function setupSchemas(layout: ClusterLayout): Promise<void> {
 
 // --- The Temporal server ---------------------------------------------------------------------------
 
-/** The server's configuration for one process (YAML; written as JSON, which YAML includes). */
-export function renderServerConfig(layout: ClusterLayout, role: ServerRole, password: string): Record<string, unknown> {
+/** Where one server configuration puts things; everything else is the same for every deployment. */
+export interface ServerConfigInput {
+  /** The service(s) this configuration's process runs: each gets its own ports below. */
+  ports: Record<'frontend' | 'history' | 'matching' | 'worker', { grpc: number; membership: number; http?: number }>;
+  /** `localhost`: every port on 127.0.0.1 only; otherwise the IP to bind (a container: 0.0.0.0). */
+  bind: 'localhost' | string;
+  /** The address the process tells the others to reach it at. */
+  broadcastAddress: string;
+  frontendAddress: string;
+  postgres: { host: string; port: number };
+  historyShards: number;
+  dynamicConfigPath: string;
+}
+
+/** The environment variable the server's configuration reads the database password from. */
+export const DB_PASSWORD_VARIABLE = 'TEMPORAL_DB_PASSWORD';
+
+/**
+ * The server's configuration, as an object. Its file form (serverConfigText) is a template the
+ * server renders at start (`# enable-template`): the database password is read from the
+ * process's environment, so no file holds it.
+ */
+export function renderServerConfig(input: ServerConfigInput): Record<string, unknown> {
   const datastore = (databaseName: string, maxConns: number) => ({
     sql: {
       pluginName: 'postgres12',
       databaseName,
-      connectAddr: `127.0.0.1:${layout.postgresPort}`,
+      connectAddr: `${input.postgres.host}:${input.postgres.port}`,
       connectProtocol: 'tcp',
       user: 'temporal',
-      password,
+      password: PASSWORD_PLACEHOLDER,
       maxConns,
       maxIdleConns: maxConns,
       maxConnLifetime: '1h',
     },
   });
-  const service = (r: ServerRole) => {
-    const ports = rolePorts(layout, r);
-    return { rpc: { grpcPort: ports.grpc, membershipPort: ports.membership, bindOnLocalHost: true, ...(ports.http ? { httpPort: ports.http } : {}) } };
+  const bind = input.bind === 'localhost' ? { bindOnLocalHost: true } : { bindOnIP: input.bind };
+  const service = (name: keyof ServerConfigInput['ports']) => {
+    const ports = input.ports[name];
+    return { rpc: { grpcPort: ports.grpc, membershipPort: ports.membership, ...bind, ...(ports.http ? { httpPort: ports.http } : {}) } };
   };
-  const kind = role.replace(/-\d+$/, '') as 'frontend' | 'history' | 'matching' | 'worker';
   return {
     log: { stdout: true, level: 'warn' },
     persistence: {
       defaultStore: 'postgres-default',
       visibilityStore: 'postgres-visibility',
-      numHistoryShards: layout.historyShards,
+      numHistoryShards: input.historyShards,
       datastores: { 'postgres-default': datastore('temporal', 20), 'postgres-visibility': datastore('temporal_visibility', 10) },
     },
-    global: { membership: { maxJoinDuration: '30s', broadcastAddress: '127.0.0.1' } },
-    // Every service, so that membership tracks them all; a history process with its own ports.
-    services: {
-      frontend: service('frontend'),
-      history: service(kind === 'history' ? role : 'history-1'),
-      matching: service('matching'),
-      worker: service('worker'),
-    },
+    global: { membership: { maxJoinDuration: '30s', broadcastAddress: input.broadcastAddress } },
+    // Every service, so that membership tracks them all.
+    services: { frontend: service('frontend'), history: service('history'), matching: service('matching'), worker: service('worker') },
     clusterMetadata: {
       enableGlobalNamespace: false,
       failoverVersionIncrement: 10,
       masterClusterName: 'active',
       currentClusterName: 'active',
-      clusterInformation: { active: { enabled: true, initialFailoverVersion: 1, rpcName: 'frontend', rpcAddress: frontendAddress(layout) } },
+      clusterInformation: { active: { enabled: true, initialFailoverVersion: 1, rpcName: 'frontend', rpcAddress: input.frontendAddress } },
     },
     dcRedirectionPolicy: { policy: 'noop' },
-    publicClient: { hostPort: frontendAddress(layout) },
-    dynamicConfigClient: { filepath: path.join(paths(layout).config(role), 'dynamicconfig.yaml'), pollInterval: '10s' },
+    publicClient: { hostPort: input.frontendAddress },
+    dynamicConfigClient: { filepath: input.dynamicConfigPath, pollInterval: '10s' },
   };
+}
+
+const PASSWORD_PLACEHOLDER = '@@database-password@@';
+
+/** The configuration file: YAML (written as JSON, which YAML includes) that the server renders as a template. */
+export function serverConfigText(config: Record<string, unknown>): string {
+  const json = JSON.stringify(config, null, 2).replaceAll(`"${PASSWORD_PLACEHOLDER}"`, `{{ env \`${DB_PASSWORD_VARIABLE}\` | quote }}`);
+  return `# enable-template (the server renders this file with the database password from ${DB_PASSWORD_VARIABLE})\n${json}\n`;
+}
+
+/** The local cluster's configuration of one process. */
+export function localServerConfig(layout: ClusterLayout, role: ServerRole): Record<string, unknown> {
+  const kind = role.replace(/-\d+$/, '');
+  const port = (r: ServerRole) => rolePorts(layout, r);
+  return renderServerConfig({
+    ports: { frontend: port('frontend'), history: port(kind === 'history' ? role : 'history-1'), matching: port('matching'), worker: port('worker') },
+    bind: 'localhost',
+    broadcastAddress: '127.0.0.1',
+    frontendAddress: frontendAddress(layout),
+    postgres: { host: '127.0.0.1', port: layout.postgresPort },
+    historyShards: layout.historyShards,
+    dynamicConfigPath: path.join(paths(layout).config(role), 'dynamicconfig.yaml'),
+  });
+}
+
+/**
+ * The docker-compose deployment's configuration (deploy/temporal/config/docker.yaml): the same
+ * function, for one container that runs all four services and reaches PostgreSQL by its service name.
+ */
+export function composeServerConfig(): Record<string, unknown> {
+  return renderServerConfig({
+    ports: {
+      frontend: { grpc: 7233, membership: 6933, http: 7243 },
+      history: { grpc: 7234, membership: 6934 },
+      matching: { grpc: 7235, membership: 6935 },
+      worker: { grpc: 7239, membership: 6939 },
+    },
+    bind: '0.0.0.0',
+    broadcastAddress: '127.0.0.1',
+    frontendAddress: '127.0.0.1:7233',
+    postgres: { host: 'postgresql', port: 5432 },
+    historyShards: 4,
+    dynamicConfigPath: '/etc/temporal/config/dynamicconfig/production.yaml',
+  });
 }
 
 /**
@@ -242,8 +302,7 @@ export const clusterDynamicConfig: Readonly<Record<string, unknown>> = {
 function writeRoleConfig(layout: ClusterLayout, role: ServerRole): string {
   const dir = paths(layout).config(role);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const config = renderServerConfig(layout, role, databasePassword(layout));
-  fs.writeFileSync(path.join(dir, 'development.yaml'), `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'development.yaml'), serverConfigText(localServerConfig(layout, role)), { mode: 0o600 });
   const dynamic = Object.fromEntries(Object.entries(clusterDynamicConfig).map(([key, value]) => [key, [{ value, constraints: {} }]]));
   fs.writeFileSync(path.join(dir, 'dynamicconfig.yaml'), `${JSON.stringify(dynamic, null, 2)}\n`, { mode: 0o600 });
   return dir;
@@ -255,7 +314,10 @@ export function startServerProcess(layout: ClusterLayout, role: ServerRole): num
   if (!fs.existsSync(server)) throw new Error(`the Temporal server is not at ${server}: run 'bash scripts/setup.sh'`);
   const dir = writeRoleConfig(layout, role);
   const kind = role.replace(/-\d+$/, '');
-  return spawnDetached(server, ['--root', dir, '--config', '.', '--env', 'development', '--allow-no-auth', 'start', '--service', kind], paths(layout).log(role), dir);
+  return spawnDetached(server, ['--root', dir, '--config', '.', '--env', 'development', '--allow-no-auth', 'start', '--service', kind], paths(layout).log(role), dir, {
+    ...process.env,
+    [DB_PASSWORD_VARIABLE]: databasePassword(layout),
+  });
 }
 
 /** Starts the Temporal UI server against the frontend; returns its pid. */

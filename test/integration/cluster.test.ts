@@ -6,6 +6,8 @@
  * vtpmctl searches PostgreSQL's visibility store. What is asserted is what the hosts hold.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
 import type { Fault } from '../../workers/faults';
@@ -20,6 +22,7 @@ import {
   unshelveUpdate,
 } from '../../workflows/instance';
 import { hostTaskQueue } from '../../workflows/task-queues';
+import { composeServerConfig, serverConfigText } from '../../scripts/stack/cluster';
 import { startTestCluster, type TestCluster } from '../helpers/cluster';
 import { domainStates, guestBootRequest, guestRun, leftovers, newInstance, startEngine, startInstanceEntity, type Engine } from '../helpers/engine';
 import { ensureTestGuest, markerValue } from '../helpers/guest';
@@ -76,7 +79,29 @@ function pauseAt(activity: string, host: string, instanceUuid: string) {
   return { fault, atStep, release: () => release() };
 }
 
+/** A server configuration file with what differs between deployments (addresses, ports, binding, paths) taken out. */
+function deploymentNeutral(text: string): unknown {
+  const json = text.replace(/^#.*\n/, '').replace(/\{\{[^}]*\}\}/g, '"(template)"');
+  return JSON.parse(json, (key, value) => {
+    if (['connectAddr', 'grpcPort', 'membershipPort', 'httpPort', 'broadcastAddress', 'rpcAddress', 'hostPort', 'filepath'].includes(key)) return '(deployment)';
+    // Loopback only, or one IP: where to bind differs, not whether the service has ports.
+    if (key === 'rpc') {
+      const { bindOnLocalHost: _local, bindOnIP: _ip, ...rest } = value as Record<string, unknown>;
+      return { ...rest, bind: '(deployment)' };
+    }
+    return value;
+  });
+}
+
 describe('the engine on a Temporal cluster (PostgreSQL, 5 server processes)', () => {
+  it('ran with the configuration the docker-compose deployment renders, but for addresses, ports and paths', () => {
+    const composed = deploymentNeutral(serverConfigText(composeServerConfig()));
+    for (const role of ['frontend', 'history-1', 'history-2', 'matching', 'worker']) {
+      const ran = fs.readFileSync(path.join(cluster.layout.dir, 'config', role, 'development.yaml'), 'utf8');
+      expect(deploymentNeutral(ran), role).toEqual(composed);
+    }
+  });
+
   it('runs the lifecycle story: boot, stop, start, migrate, confirm, shelve, unshelve, delete, the guest reading its NV value', async () => {
     const { init, handle, value } = await bootWithValue('host-a');
 

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
-import { clusterLayout, clusterPorts, renderServerConfig, rolePorts, serverRoles, TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION } from '../../scripts/stack/cluster';
+import { clusterLayout, clusterPorts, composeServerConfig, localServerConfig, rolePorts, serverConfigText, serverRoles, TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION } from '../../scripts/stack/cluster';
 import { stackServices } from '../../scripts/stack/index';
 
 const root = path.resolve(__dirname, '../..');
@@ -17,14 +17,26 @@ describe('the local Temporal cluster', () => {
   });
 
   it.each(serverRoles)('renders %s a configuration that names every service, its own ports, and PostgreSQL for both stores', (role) => {
-    const config = renderServerConfig(layout, role, 'pw') as any;
+    const config = localServerConfig(layout, role) as any;
     expect(Object.keys(config.services).sort()).toEqual(['frontend', 'history', 'matching', 'worker']);
     if (role.startsWith('history')) expect(config.services.history.rpc.grpcPort).toBe(rolePorts(layout, role).grpc);
     expect(config.persistence).toMatchObject({ numHistoryShards: 4, defaultStore: 'postgres-default', visibilityStore: 'postgres-visibility' });
     for (const store of Object.values(config.persistence.datastores) as any[]) {
-      expect(store.sql).toMatchObject({ pluginName: 'postgres12', connectAddr: '127.0.0.1:5433', user: 'temporal', password: 'pw' });
+      expect(store.sql).toMatchObject({ pluginName: 'postgres12', connectAddr: '127.0.0.1:5433', user: 'temporal' });
     }
     expect(config.clusterMetadata.clusterInformation.active.rpcAddress).toBe('127.0.0.1:7233');
+  });
+
+  it('keeps the database password out of the file: the server reads it from its environment', () => {
+    const text = serverConfigText(localServerConfig(layout, 'frontend'));
+    expect(text.split('\n')[0]).toMatch(/^# enable-template/);
+    expect(text.match(/"password": \{\{ env `TEMPORAL_DB_PASSWORD` \| quote \}\}/g)).toHaveLength(2);
+    expect(text).not.toContain('@@');
+  });
+
+  it('renders the docker-compose deployment from the same function, and deploy/temporal/config/docker.yaml is that rendering', () => {
+    const committed = fs.readFileSync(path.join(root, 'deploy/temporal/config/docker.yaml'), 'utf8');
+    expect(committed).toBe(serverConfigText(composeServerConfig()));
   });
 
   it('builds the server, SQL tool and UI at the versions the code names (scripts/setup.sh)', () => {

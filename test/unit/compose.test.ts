@@ -10,6 +10,7 @@ import path from 'node:path';
 import Ajv from 'ajv';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { TEMPORAL_SERVER_VERSION } from '../../scripts/stack/cluster';
 import { allSearchAttributes } from '../../workflows/search-attributes';
 
 const root = path.resolve(__dirname, '../..');
@@ -57,13 +58,17 @@ describe('the production compose files', () => {
     expect(main.services.temporal!.image).toMatch(/^temporalio\/server:/);
     expect(Object.values(main.services).some((s) => s.image?.startsWith('temporalio/auto-setup'))).toBe(false);
     expect(main.services['temporal-schema']!.image).toMatch(/^temporalio\/admin-tools:/);
+    // One server version with the local cluster, and its configuration rendered by the same function.
+    expect(main.services.temporal!.image).toBe(`temporalio/server:${TEMPORAL_SERVER_VERSION}`);
+    expect(main.services['temporal-schema']!.image).toMatch(new RegExp(`^temporalio/admin-tools:${TEMPORAL_SERVER_VERSION.replace(/\./g, '\\.')}-`));
+    expect(read('docker-compose.yml')).toContain('./deploy/temporal/config/docker.yaml:/etc/temporal/config/docker.yaml:ro');
     expect(main.services['temporal-ui']!.image).toMatch(/^temporalio\/ui:/);
     expect(main.services['control-worker']!.build).toEqual({ context: '.', target: 'control-worker' });
   });
 
   it.each(composeFiles)('%s pins every image to a version tag', (file) => {
     for (const [name, service] of Object.entries(parsed[file]!.services)) {
-      expect(service.image, `${file}: ${name}`).toMatch(/^[a-z0-9./-]+:(\d+(\.\d+)*|\$\{VTPM_IMAGE_TAG:-\d+\.\d+\.\d+\})(-[a-z0-9.]+)?$/);
+      expect(service.image, `${file}: ${name}`).toMatch(/^[a-z0-9./-]+:(\d+(\.\d+)*|\$\{VTPM_IMAGE_TAG:-\d+\.\d+\.\d+\})(-[a-z0-9.]+)*$/);
     }
   });
 
