@@ -4,7 +4,8 @@
  * entity workflow, its validators and the CLI share one definition.
  */
 import type { BootSpec, VtpmDevice } from './domain-xml';
-import type { FlavorInput, ImageInput, VtpmRequest } from './vtpm-request';
+import type { FlavorRequest } from './requests';
+import type { ImageInput, VtpmRequest } from './vtpm-request';
 
 /** The domain as the engine decides it; the host agent adds host paths (serial log) and virt type. */
 export interface GuestDefinition {
@@ -50,7 +51,7 @@ export interface PendingMigration {
   /** What to restore on revert. */
   previous: {
     guest: GuestDefinition;
-    flavor: FlavorInput | null;
+    flavor: FlavorRequest | null;
     vtpm: VtpmRequest | null;
     secret: InstanceSecret | null;
     /** The state the source kept, which revert starts it with. */
@@ -101,7 +102,8 @@ export interface InstanceRecord {
   project: string;
   name: string;
   host: string | null;
-  flavor: FlavorInput | null;
+  /** The flavor the guest runs with, as requested at boot or resize. */
+  flavor: FlavorRequest | null;
   image: ImageInput | null;
   vtpm: VtpmRequest | null;
   secret: InstanceSecret | null;

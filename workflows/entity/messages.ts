@@ -22,6 +22,7 @@ import type {
 
 // The request types are the domain's, whose rules (domain/request-rules.ts) check them.
 export type * from '../../domain/requests';
+export type { HostVerdict } from '../../domain/instance';
 
 export interface InstanceInit extends InstanceStart {
   /** Set by continue-as-new: the record so far. */
