@@ -43,10 +43,40 @@ export interface ClusterLayout {
   toolsBin: string;
   /** Shards of history, shared by the two history processes; fixed for a cluster's life. */
   historyShards: number;
+  /** When set, the frontend serves TLS only, with this certificate (the other services reach it with the CA). */
+  frontendTls?: FrontendTls;
 }
 
-export function clusterLayout(dir: string, toolsBin: string, ports: { frontend: number; postgres: number; ui: number }, namespace = 'default'): ClusterLayout {
-  return { dir, frontendPort: ports.frontend, postgresPort: ports.postgres, uiPort: ports.ui, namespace, toolsBin, historyShards: 4 };
+export interface FrontendTls {
+  certFile: string;
+  keyFile: string;
+  /** The CA that signed the certificate, which every client is given. */
+  caFile: string;
+  /** The name the certificate is for (clients check it). */
+  serverName: string;
+}
+
+export function clusterLayout(
+  dir: string,
+  toolsBin: string,
+  ports: { frontend: number; postgres: number; ui: number },
+  namespace = 'default',
+  frontendTls?: FrontendTls,
+): ClusterLayout {
+  // Membership ports are kept in a PostgreSQL smallint: past 32767 the server cannot register.
+  if (ports.frontend + 11 - 300 > 32767 || ports.frontend < 1024) {
+    throw new Error(`the cluster's frontend port ${ports.frontend} puts its membership ports past 32767, where Temporal cannot record them; use a port from 1024 to 32000`);
+  }
+  return { dir, frontendPort: ports.frontend, postgresPort: ports.postgres, uiPort: ports.ui, namespace, toolsBin, historyShards: 4, ...(frontendTls ? { frontendTls } : {}) };
+}
+
+/** How a client of the frontend connects: plain, or TLS with the cluster's CA. */
+export function frontendConnectionOptions(layout: ClusterLayout): { address: string; tls?: { serverRootCACertificate: Buffer; serverNameOverride: string } } {
+  const tls = layout.frontendTls;
+  return {
+    address: frontendAddress(layout),
+    ...(tls ? { tls: { serverRootCACertificate: fs.readFileSync(tls.caFile), serverNameOverride: tls.serverName } } : {}),
+  };
 }
 
 export function frontendAddress(layout: ClusterLayout): string {
@@ -193,6 +223,7 @@ export interface ServerConfigInput {
   postgres: { host: string; port: number };
   historyShards: number;
   dynamicConfigPath: string;
+  frontendTls?: FrontendTls;
 }
 
 /** The environment variable the server's configuration reads the database password from. */
@@ -230,7 +261,20 @@ export function renderServerConfig(input: ServerConfigInput): Record<string, unk
       numHistoryShards: input.historyShards,
       datastores: { 'postgres-default': datastore('temporal', 20), 'postgres-visibility': datastore('temporal_visibility', 10) },
     },
-    global: { membership: { maxJoinDuration: '30s', broadcastAddress: input.broadcastAddress } },
+    global: {
+      membership: { maxJoinDuration: '30s', broadcastAddress: input.broadcastAddress },
+      // The frontend serves TLS; the other services (clients of the frontend) check it with the CA.
+      ...(input.frontendTls
+        ? {
+            tls: {
+              frontend: {
+                server: { certFile: input.frontendTls.certFile, keyFile: input.frontendTls.keyFile, requireClientAuth: false },
+                client: { serverName: input.frontendTls.serverName, rootCaFiles: [input.frontendTls.caFile] },
+              },
+            },
+          }
+        : {}),
+    },
     // Every service, so that membership tracks them all.
     services: { frontend: service('frontend'), history: service('history'), matching: service('matching'), worker: service('worker') },
     clusterMetadata: {
@@ -266,6 +310,7 @@ export function localServerConfig(layout: ClusterLayout, role: ServerRole): Reco
     postgres: { host: '127.0.0.1', port: layout.postgresPort },
     historyShards: layout.historyShards,
     dynamicConfigPath: path.join(paths(layout).config(role), 'dynamicconfig.yaml'),
+    ...(layout.frontendTls ? { frontendTls: layout.frontendTls } : {}),
   });
 }
 
@@ -326,13 +371,14 @@ export function startUiServer(layout: ClusterLayout): number {
   if (!fs.existsSync(ui)) throw new Error(`the Temporal UI server is not at ${ui}: run 'bash scripts/setup.sh'`);
   const dir = paths(layout).config('ui');
   fs.mkdirSync(dir, { recursive: true });
-  const config = { temporalGrpcAddress: frontendAddress(layout), host: '127.0.0.1', port: layout.uiPort, enableUi: true, defaultNamespace: layout.namespace, cors: { allowOrigins: [] } };
+  const tls = layout.frontendTls ? { tls: { caFile: layout.frontendTls.caFile, serverName: layout.frontendTls.serverName, enableHostVerification: true } } : {};
+  const config = { temporalGrpcAddress: frontendAddress(layout), host: '127.0.0.1', port: layout.uiPort, enableUi: true, defaultNamespace: layout.namespace, cors: { allowOrigins: [] }, ...tls };
   fs.writeFileSync(path.join(dir, 'development.yaml'), `${JSON.stringify(config, null, 2)}\n`);
   return spawnDetached(ui, ['--root', dir, '--config', '.', '--env', 'development', 'start'], paths(layout).log('ui'), dir);
 }
 
-async function withConnection<T>(address: string, use: (c: Connection) => Promise<T>): Promise<T> {
-  const connection = await Connection.connect({ address, connectTimeout: 2000 });
+async function withConnection<T>(layout: ClusterLayout, use: (c: Connection) => Promise<T>): Promise<T> {
+  const connection = await Connection.connect({ ...frontendConnectionOptions(layout), connectTimeout: 2000 });
   try {
     return await use(connection);
   } finally {
@@ -344,7 +390,7 @@ async function withConnection<T>(address: string, use: (c: Connection) => Promis
 export async function clusterHealth(layout: ClusterLayout): Promise<string | null> {
   const address = frontendAddress(layout);
   try {
-    return await withConnection(address, async (connection) => {
+    return await withConnection(layout, async (connection) => {
       const health = await connection.healthService.check({ service: 'temporal.api.workflowservice.v1.WorkflowService' });
       if (health.status !== grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING) return `the frontend at ${address} is not SERVING`;
       await connection.workflowService.countWorkflowExecutions({ namespace: layout.namespace });
@@ -363,7 +409,7 @@ export async function uiHealth(layout: ClusterLayout): Promise<string | null> {
 
 /** Registers the namespace when the cluster does not have it yet (a new cluster has none). */
 export async function ensureNamespace(layout: ClusterLayout, retentionDays = 3): Promise<void> {
-  await withConnection(frontendAddress(layout), async (connection) => {
+  await withConnection(layout, async (connection) => {
     try {
       await connection.workflowService.describeNamespace({ namespace: layout.namespace });
       return;
@@ -383,7 +429,7 @@ export type ClusterProcess = ServerRole | 'postgresql' | 'ui';
 async function frontendServing(layout: ClusterLayout): Promise<string | null> {
   const address = frontendAddress(layout);
   try {
-    const status = await withConnection(address, async (c) => (await c.healthService.check({ service: 'temporal.api.workflowservice.v1.WorkflowService' })).status);
+    const status = await withConnection(layout, async (c) => (await c.healthService.check({ service: 'temporal.api.workflowservice.v1.WorkflowService' })).status);
     return status === grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING ? null : `the frontend at ${address} is not SERVING`;
   } catch (err) {
     return `the frontend at ${address}: ${(err as Error).message}`;

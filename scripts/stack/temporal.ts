@@ -1,7 +1,7 @@
 /** The Temporal dev server: SQLite file under the data folder, UI embedded, our search attributes. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Connection } from '@temporalio/client';
+import { Connection, type ConnectionOptions } from '@temporalio/client';
 import { grpc, temporal } from '@temporalio/proto';
 import type { Config } from '../../config';
 import { allSearchAttributes } from '../../workflows/search-attributes';
@@ -29,8 +29,11 @@ export function devServerTuningArgs(): string[] {
   return Object.entries(devServerDynamicConfig).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${value}`]);
 }
 
-async function withConnection<T>(address: string, use: (c: Connection) => Promise<T>): Promise<T> {
-  const connection = await Connection.connect({ address, connectTimeout: 2000 });
+/** A frontend's address, or the options to reach it (TLS). */
+type Frontend = string | Pick<ConnectionOptions, 'address' | 'tls'>;
+
+async function withConnection<T>(frontend: Frontend, use: (c: Connection) => Promise<T>): Promise<T> {
+  const connection = await Connection.connect({ ...(typeof frontend === 'string' ? { address: frontend } : frontend), connectTimeout: 2000 });
   try {
     return await use(connection);
   } finally {
@@ -39,8 +42,8 @@ async function withConnection<T>(address: string, use: (c: Connection) => Promis
 }
 
 /** Registers the search attributes the workflows set; attributes already present are left alone. */
-export async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {
-  await withConnection(address, async (connection) => {
+export async function ensureSearchAttributes(frontend: Frontend, namespace: string): Promise<void> {
+  await withConnection(frontend, async (connection) => {
     const existing = await connection.operatorService.listSearchAttributes({ namespace });
     const missing = allSearchAttributes.filter((key) => !(key.name in (existing.customAttributes ?? {})));
     if (missing.length === 0) return;

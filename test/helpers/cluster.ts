@@ -13,6 +13,7 @@ import {
   clusterLayout,
   clusterPorts,
   frontendAddress,
+  frontendConnectionOptions,
   postgresHealth,
   rolePorts,
   startPostgres,
@@ -20,6 +21,7 @@ import {
   stopClusterProcesses,
   type ClusterLayout,
   type ClusterProcess,
+  type FrontendTls,
   type ServerRole,
 } from '../../scripts/stack/cluster';
 import { pidAlive, portInUse, waitFor } from '../../scripts/stack/processes';
@@ -42,16 +44,24 @@ export interface TestCluster {
 /** Ports of the test cluster: clear of the stack's dev server (7233/8233) and its cluster (5433). */
 const PORTS = { frontend: 27233, postgres: 25433, ui: 28233 };
 
-export async function startTestCluster(config: Config): Promise<TestCluster> {
+export interface TestClusterOptions {
+  /** The frontend serves TLS only, with this certificate. */
+  frontendTls?: FrontendTls;
+  /** Another set of ports, for a second cluster beside the first. */
+  ports?: { frontend: number; postgres: number; ui: number };
+}
+
+export async function startTestCluster(config: Config, options: TestClusterOptions = {}): Promise<TestCluster> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vtpm-cluster-'));
   fs.chmodSync(dir, 0o755);
-  const layout = clusterLayout(dir, path.dirname(config.temporal.cliPath), PORTS);
+  const layout = clusterLayout(dir, path.dirname(config.temporal.cliPath), options.ports ?? PORTS, 'default', options.frontendTls);
   for (const port of clusterPorts(layout)) {
     if (await portInUse(port)) throw new Error(`the test cluster needs port ${port}, which something else holds`);
   }
   const address = frontendAddress(layout);
-  const pids = await bringUpCluster(layout, () => ensureSearchAttributes(address, layout.namespace));
-  const env = await connectTestEnvironment(address, layout.namespace);
+  const frontend = frontendConnectionOptions(layout);
+  const pids = await bringUpCluster(layout, () => ensureSearchAttributes(frontend, layout.namespace));
+  const env = await connectTestEnvironment(address, layout.namespace, frontend.tls);
   return {
     layout,
     address,

@@ -22,9 +22,13 @@ function installTestRuntime(): void {
 }
 
 /** A test environment on a Temporal server the test started itself (a cluster): no dev server. */
-export async function connectTestEnvironment(address: string, namespace = 'default'): Promise<TestWorkflowEnvironment> {
+export async function connectTestEnvironment(
+  address: string,
+  namespace = 'default',
+  tls?: { serverRootCACertificate: Buffer; serverNameOverride: string },
+): Promise<TestWorkflowEnvironment> {
   installTestRuntime();
-  return TestWorkflowEnvironment.createFromExistingServer({ address, namespace });
+  return TestWorkflowEnvironment.createFromExistingServer({ address, namespace, ...(tls ? { connectionOptions: { tls } } : {}) });
 }
 
 export async function createTestEnvironment(config: Config = loadConfig(), restartable?: RestartableServer): Promise<TestWorkflowEnvironment> {

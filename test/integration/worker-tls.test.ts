@@ -3,7 +3,8 @@
  * settings: here over mutual TLS (TEMPORAL_TLS_SERVER_CA_CERT_PATH, TEMPORAL_TLS_CLIENT_CERT_PATH,
  * TEMPORAL_TLS_CLIENT_KEY_PATH, TEMPORAL_TLS_SERVER_NAME) to a frontend that accepts nothing else:
  * a TLS front that requires a client certificate from the test's CA, before the suite's Temporal
- * server. Workers are the production entry points as real processes.
+ * server; and to a Temporal cluster whose frontend itself serves TLS only. Workers are the
+ * production entry points as real processes.
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -17,6 +18,7 @@ import { loadConfig } from '../../config';
 import { guestBootRequest, leftovers, newInstance, type EngineLike } from '../helpers/engine';
 import { ensureTestGuest } from '../helpers/guest';
 import { killAll, spawnEngineProcess, waitForOutput, type EngineProcess } from '../helpers/processes';
+import { startTestCluster, type TestCluster } from '../helpers/cluster';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy';
 import { createTestEnvironment } from '../helpers/temporal';
 
@@ -25,6 +27,7 @@ let env: TestWorkflowEnvironment;
 let front: TcpProxy;
 let dir: string;
 const workers: EngineProcess[] = [];
+let tlsCluster: TestCluster | undefined;
 
 /** A CA, a server certificate for localhost and 127.0.0.1, and a client certificate, with openssl. */
 function makeCertificates(folder: string): void {
@@ -63,6 +66,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   killAll(workers);
+  await tlsCluster?.env.teardown();
+  await tlsCluster?.stop();
   await front?.close();
   await env?.teardown();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -104,6 +109,37 @@ describe('workers over TLS', () => {
       expect(await leftovers(engine, owner)).toEqual([]);
     } finally {
       await client.close();
+    }
+  }, 300_000);
+
+  it("run an operation end to end against a Temporal cluster whose frontend serves TLS only", async () => {
+    tlsCluster = await startTestCluster(config, {
+      ports: { frontend: 31233, postgres: 31433, ui: 31833 },
+      frontendTls: { certFile: path.join(dir, 'server.pem'), keyFile: path.join(dir, 'server.key'), caFile: path.join(dir, 'ca.pem'), serverName: 'localhost' },
+    });
+    const settings = { TEMPORAL_ADDRESS: tlsCluster.address, TEMPORAL_TLS_SERVER_CA_CERT_PATH: path.join(dir, 'ca.pem'), TEMPORAL_TLS_SERVER_NAME: 'localhost' };
+    const plain = spawnEngineProcess('workers/control-worker-main.ts', [], { TEMPORAL_ADDRESS: tlsCluster.address });
+    workers.push(plain);
+    expect(await plain.exited).not.toBe(0);
+    expect(plain.output()).toContain(`cannot connect to Temporal at ${tlsCluster.address}`);
+
+    const control = spawnEngineProcess('workers/control-worker-main.ts', [], settings);
+    const agent = spawnEngineProcess('workers/host-agent-main.ts', ['host-a'], settings);
+    workers.push(control, agent);
+    await waitForOutput(control, /polling vtpm-control on .* \(TLS\)/, 120_000);
+    await waitForOutput(agent, /polling vtpm-host-host-a/, 120_000);
+    const client = await VtpmClient.connect({ env: settings });
+    try {
+      const engine: EngineLike = { env: tlsCluster.env, config };
+      const owner = newInstance(engine, 'tls-cluster');
+      const booted = await (await client.boot(owner.instanceUuid, guestBootRequest(engine, 'host-a', 'tls'), owner)).result();
+      expect(booted.record).toMatchObject({ lifecycle: 'active', host: 'host-a' });
+      await (await client.delete(owner.instanceUuid, { requestId: randomUUID() })).result();
+      expect(await leftovers(engine, owner)).toEqual([]);
+    } finally {
+      await client.close();
+      for (const worker of [control, agent]) process.kill(-worker.child.pid!, 'SIGTERM');
+      await Promise.all([control.exited, agent.exited]);
     }
   }, 300_000);
 });

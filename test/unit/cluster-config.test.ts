@@ -16,6 +16,10 @@ describe('the local Temporal cluster', () => {
     expect(rolePorts(layout, 'history-2').grpc).not.toBe(rolePorts(layout, 'history-1').grpc);
   });
 
+  it('refuses a frontend port whose membership ports PostgreSQL cannot record (past 32767)', () => {
+    expect(() => clusterLayout('/tmp/c', '/tools', { frontend: 37233, postgres: 5433, ui: 8233 })).toThrow(/past 32767/);
+  });
+
   it.each(serverRoles)('renders %s a configuration that names every service, its own ports, and PostgreSQL for both stores', (role) => {
     const config = localServerConfig(layout, role) as any;
     expect(Object.keys(config.services).sort()).toEqual(['frontend', 'history', 'matching', 'worker']);
