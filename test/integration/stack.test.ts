@@ -7,7 +7,7 @@ import { loadConfig } from '../../config';
 import { barbicanService } from '../../scripts/stack/barbican';
 import { bringUp, stackStatus, stackUp } from '../../scripts/stack/index';
 import { httpStatus } from '../../scripts/stack/processes';
-import { devServerTuningArgs } from '../../scripts/stack/temporal';
+import { devServerSqlitePragmas, devServerTuningArgs } from '../../scripts/stack/temporal';
 import { serverProcess } from '../helpers/temporal-restart';
 
 const config = loadConfig();
@@ -19,9 +19,11 @@ describe('the local stack', () => {
     for (const status of statuses) expect(status, status.problem).toMatchObject({ healthy: true });
   });
 
-  it("runs the stack's Temporal dev server with the project's dynamic configuration", () => {
+  it("runs the stack's Temporal dev server with the project's dynamic configuration and SQLite settings", () => {
     const { argv } = serverProcess(Number(config.temporal.address.slice(config.temporal.address.lastIndexOf(':') + 1)));
-    expect(argv.join(' '), "the stack's Temporal server was started by an older version: 'npm run stack -- down' and run again").toContain(devServerTuningArgs().join(' '));
+    const older = "the stack's Temporal server was started by an older version: 'npm run stack -- down' and run again";
+    expect(argv.join(' '), older).toContain(devServerTuningArgs().join(' '));
+    expect(argv.join(' '), older).toContain(devServerSqlitePragmas.map((pragma) => `--sqlite-pragma ${pragma}`).join(' '));
   });
 
   it('serves the Temporal UI on its port', async () => {
