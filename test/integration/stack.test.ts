@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
 import { barbicanService } from '../../scripts/stack/barbican';
-import { bringUp, stackStatus, stackUp } from '../../scripts/stack/index';
+import { bringUp, stackDown, stackServices, stackStatus, stackUp } from '../../scripts/stack/index';
 import { httpStatus } from '../../scripts/stack/processes';
 import { devServerSqlitePragmas, devServerTuningArgs } from '../../scripts/stack/temporal';
 import { serverProcess } from '../helpers/temporal-restart';
@@ -55,4 +55,32 @@ describe('the local stack', () => {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });
+
+  it('runs Temporal as a cluster when VTPM_TEMPORAL=cluster, with status and down as for the dev server', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vtpm-stack-cluster-'));
+    fs.chmodSync(dataDir, 0o755);
+    const clusterConfig = loadConfig({
+      VTPM_TEMPORAL: 'cluster',
+      VTPM_DATA_DIR: dataDir,
+      TEMPORAL_ADDRESS: '127.0.0.1:29233',
+      VTPM_TEMPORAL_UI_PORT: '29833',
+      VTPM_POSTGRES_PORT: '29433',
+    });
+    const temporal = stackServices(clusterConfig)[0]!;
+    try {
+      const up = await bringUp(clusterConfig, temporal, () => undefined);
+      expect(up).toMatchObject({ name: 'temporal', healthy: true, ownedByUs: true });
+      // The UI, the five server processes and PostgreSQL, each a process of its own.
+      expect(up.pids).toHaveLength(7);
+      expect(up.address).toContain('cluster: frontend, history-1, history-2, matching, worker');
+      expect(await httpStatus('http://127.0.0.1:29833/')).toBe(200);
+      const again = await bringUp(clusterConfig, temporal, () => undefined);
+      expect(again.pids).toEqual(up.pids);
+    } finally {
+      await stackDown(clusterConfig, () => undefined, ['temporal']);
+    }
+    const after = (await stackStatus(clusterConfig))[0]!;
+    expect(after).toMatchObject({ name: 'temporal', healthy: false, pids: [] });
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }, 180_000);
 });
