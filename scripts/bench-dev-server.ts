@@ -13,14 +13,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { devServerTuningArgs, devServerSqlitePragmas } from './stack/temporal';
-
-function argument(name: string, fallback: number): number {
-  const at = process.argv.indexOf(name);
-  if (at < 0) return fallback;
-  const value = Number(process.argv[at + 1]);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} takes a whole number >= 1`);
-  return value;
-}
+import { wholeNumberFlag } from './bench-common';
 
 const settings: Array<{ name: string; file: boolean; pragmas: string[] }> = [
   { name: 'in memory (the test suites)', file: false, pragmas: [] },
@@ -74,8 +67,8 @@ async function measure(workflows: number, concurrency: number, setting: (typeof 
 }
 
 async function main(): Promise<void> {
-  const workflows = argument('--workflows', 200);
-  const concurrency = argument('--concurrency', 20);
+  const workflows = wholeNumberFlag('--workflows', 200);
+  const concurrency = wholeNumberFlag('--concurrency', 20);
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   console.log(`dev server: ${workflows} workflows of one no-op activity, ${concurrency} at a time, per database setting`);
   const rows: string[][] = [['setting', 'workflows/s', 'p50 ms', 'p99 ms']];

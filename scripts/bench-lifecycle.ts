@@ -12,22 +12,12 @@ import { temporal } from '@temporalio/proto';
 import { causeChainText } from '../client/cause-chain';
 import { loadConfig, type Config } from '../config';
 import type { OperationName } from '../domain/instance';
-import {
-  bootUpdate,
-  confirmMigrationUpdate,
-  deleteUpdate,
-  instanceWorkflowId,
-  operationWorkflowId,
-  migrateUpdate,
-  shelveUpdate,
-  startUpdate,
-  stopUpdate,
-  unshelveUpdate,
-} from '../workflows/instance';
-import { guestBootRequest, guestUp, leftovers, newInstance, startEngine, startInstanceEntity, type Engine } from '../test/helpers/engine';
+import { instanceWorkflowId, operationWorkflowId } from '../workflows/instance';
+import { guestUp, leftovers, newInstance, startEngine, startInstanceEntity, type Engine } from '../test/helpers/engine';
 import { directActivities, replay, requestCalls, Substitution } from './bench-direct';
 import { ensureTestGuest } from '../test/helpers/guest';
 import { attachStack } from './stack/attach';
+import { operationSenders, wholeNumberFlag } from './bench-common';
 
 type History = temporal.api.history.v1.IHistory;
 
@@ -75,9 +65,7 @@ function median(values: number[]): number {
 
 async function main(): Promise<void> {
   const json = process.argv.includes('--json');
-  const cyclesFlag = process.argv.indexOf('--cycles');
-  const cycles = cyclesFlag > 0 ? Number(process.argv[cyclesFlag + 1]) : 3;
-  if (!Number.isInteger(cycles) || cycles < 1) throw new Error('--cycles takes a whole number >= 1');
+  const cycles = wholeNumberFlag('--cycles', 3);
   const config = loadConfig();
   const stack = await attachStack(config, (line) => console.error(`[stack] ${line}`));
   process.once('SIGINT', () => {
@@ -114,18 +102,7 @@ async function runCycles(config: Config, cycles: number, json: boolean): Promise
       const handle = await startInstanceEntity(engine, init);
       // A guest that stays up and honours the ACPI power button, as a real guest does; each stop
       // comes once it is up (not measured), as a real guest is not stopped while its kernel boots.
-      const request = guestBootRequest(engine, 'host-a', 'bench');
-      const boot = { ...request.boot, cmdline: `${(request.boot as { cmdline: string }).cmdline} vtpm.acpi=1 vtpm.stay=1` } as typeof request.boot;
-      const send: Record<string, (requestId: string) => Promise<unknown>> = {
-        boot: (requestId) => handle.executeUpdate(bootUpdate, { args: [{ ...request, boot, requestId }] }),
-        stop: (requestId) => handle.executeUpdate(stopUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 5 }] }),
-        start: (requestId) => handle.executeUpdate(startUpdate, { args: [{ requestId }] }),
-        migrate: (requestId) => handle.executeUpdate(migrateUpdate, { args: [{ requestId, target: 'host-b', shutdownDeadlineSeconds: 5 }] }),
-        confirmMigration: (requestId) => handle.executeUpdate(confirmMigrationUpdate, { args: [{ requestId }] }),
-        shelve: (requestId) => handle.executeUpdate(shelveUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 5 }] }),
-        unshelve: (requestId) => handle.executeUpdate(unshelveUpdate, { args: [{ requestId, host: 'host-a' }] }),
-        delete: (requestId) => handle.executeUpdate(deleteUpdate, { args: [{ requestId }] }),
-      };
+      const send = operationSenders(engine, handle, 5);
       const ran: Array<{ sample: Sample; requestId: string }> = [];
       for (const { operation, upOn } of CYCLE) {
         const requestId = randomUUID();
@@ -136,7 +113,7 @@ async function runCycles(config: Config, cycles: number, json: boolean): Promise
       const direct = newInstance(engine, 'bench');
       const substitution = new Substitution({ [init.instanceUuid]: direct.instanceUuid, [init.project]: direct.project, [init.name]: direct.name });
       const activities = directActivities(config);
-      for (const [i, { operation, upOn }] of CYCLE.entries()) {
+      for (const [i, { upOn }] of CYCLE.entries()) {
         const calls = await requestCalls(engine.env.client, instanceWorkflowId(init.instanceUuid), ran[i]!.requestId);
         const started = Date.now();
         ran[i]!.sample.activities = await replay(calls, activities, substitution);

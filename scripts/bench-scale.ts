@@ -21,22 +21,14 @@ import { randomUUID } from 'node:crypto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { causeChainText } from '../client/cause-chain';
-import { loadConfig, type Config } from '../config';
+import { loadConfig } from '../config';
 import type { OperationName } from '../domain/instance';
-import {
-  bootUpdate,
-  confirmMigrationUpdate,
-  deleteUpdate,
-  migrateUpdate,
-  startUpdate,
-  stopUpdate,
-  type OperationOutcome,
-} from '../workflows/instance';
-import { guestBootRequest, guestUp, leftovers, newInstance, requestHistory, startEngine, startInstanceEntity, type Engine, type HistoryEvent } from '../test/helpers/engine';
+import { guestUp, leftovers, newInstance, requestHistory, startEngine, startInstanceEntity, type Engine, type HistoryEvent } from '../test/helpers/engine';
 import { startTestCluster, type TestCluster } from '../test/helpers/cluster';
 import { ensureTestGuest } from '../test/helpers/guest';
 import { createTestEnvironment } from '../test/helpers/temporal';
 import type { BaselineActivities, BaselineStep } from './bench-baseline/workflows';
+import { operationSenders, wholeNumberFlag } from './bench-common';
 import { attachStack } from './stack/attach';
 
 const SEQUENCE: Array<{ operation: OperationName; upOn?: string }> = [
@@ -55,14 +47,6 @@ interface Run {
   steps: BaselineStep[];
   /** Time spent after the operation waiting for the guest (not an operation), replayed by the baseline. */
   waitAfterMs: number;
-}
-
-function argument(name: string, fallback: number): number {
-  const at = process.argv.indexOf(name);
-  if (at < 0) return fallback;
-  const value = Number(process.argv[at + 1]);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} takes a whole number >= 1`);
-  return value;
 }
 
 function millis(t: HistoryEvent['eventTime']): number {
@@ -113,16 +97,7 @@ async function engineRuns(engine: Engine, instances: number, concurrency: number
   await pool(instances, concurrency, async (index) => {
     const init = newInstance(engine, 'scale');
     const handle = await startInstanceEntity(engine, init);
-    const request = guestBootRequest(engine, 'host-a', 'scale');
-    const boot = { ...request.boot, cmdline: `${(request.boot as { cmdline: string }).cmdline} vtpm.acpi=1 vtpm.stay=1` } as typeof request.boot;
-    const send: Record<string, (requestId: string) => Promise<OperationOutcome>> = {
-      boot: (requestId) => handle.executeUpdate(bootUpdate, { args: [{ ...request, boot, requestId }] }),
-      stop: (requestId) => handle.executeUpdate(stopUpdate, { args: [{ requestId, shutdownDeadlineSeconds: 10 }] }),
-      start: (requestId) => handle.executeUpdate(startUpdate, { args: [{ requestId }] }),
-      migrate: (requestId) => handle.executeUpdate(migrateUpdate, { args: [{ requestId, target: 'host-b', shutdownDeadlineSeconds: 10 }] }),
-      confirmMigration: (requestId) => handle.executeUpdate(confirmMigrationUpdate, { args: [{ requestId }] }),
-      delete: (requestId) => handle.executeUpdate(deleteUpdate, { args: [{ requestId }] }),
-    };
+    const send = operationSenders(engine, handle, 10);
     const mine: Run[] = [];
     for (const { operation, upOn } of SEQUENCE) {
       const requestId = randomUUID();
@@ -187,8 +162,8 @@ async function baselineRuns(env: TestWorkflowEnvironment, engineRuns: Run[][], c
 }
 
 async function main(): Promise<void> {
-  const instances = argument('--instances', 4);
-  const concurrency = argument('--concurrency', 2);
+  const instances = wholeNumberFlag('--instances', 4);
+  const concurrency = wholeNumberFlag('--concurrency', 2);
   const json = process.argv.includes('--json');
   const onCluster = process.argv.includes('--cluster');
   const config = loadConfig();

@@ -73,6 +73,20 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** A client with these settings boots an instance on host-a and deletes it; nothing is left. */
+async function bootAndDelete(settings: Record<string, string>, engine: EngineLike): Promise<void> {
+  const client = await VtpmClient.connect({ env: settings });
+  try {
+    const owner = newInstance(engine, 'tls');
+    const booted = await (await client.boot(owner.instanceUuid, guestBootRequest(engine, 'host-a', 'tls'), owner)).result();
+    expect(booted.record).toMatchObject({ lifecycle: 'active', host: 'host-a' });
+    await (await client.delete(owner.instanceUuid, { requestId: randomUUID() })).result();
+    expect(await leftovers(engine, owner)).toEqual([]);
+  } finally {
+    await client.close();
+  }
+}
+
 describe('workers over TLS', () => {
   it('refuse to start, naming the settings, when the frontend wants TLS and they are not given it', async () => {
     for (const [what, settings] of [
@@ -99,17 +113,7 @@ describe('workers over TLS', () => {
     expect(front.handshakes.authorized - before).toBeGreaterThanOrEqual(4);
     expect(new Set(front.handshakes.clientNames)).toEqual(new Set(['vtpm-worker']));
 
-    const client = await VtpmClient.connect({ env: tlsEnv() });
-    try {
-      const engine: EngineLike = { env, config };
-      const owner = newInstance(engine, 'tls');
-      const booted = await (await client.boot(owner.instanceUuid, guestBootRequest(engine, 'host-a', 'tls'), owner)).result();
-      expect(booted.record).toMatchObject({ lifecycle: 'active', host: 'host-a' });
-      await (await client.delete(owner.instanceUuid, { requestId: randomUUID() })).result();
-      expect(await leftovers(engine, owner)).toEqual([]);
-    } finally {
-      await client.close();
-    }
+    await bootAndDelete(tlsEnv(), { env, config });
   }, 300_000);
 
   it("run an operation end to end against a Temporal cluster whose frontend serves TLS only", async () => {
@@ -128,16 +132,9 @@ describe('workers over TLS', () => {
     workers.push(control, agent);
     await waitForOutput(control, /polling vtpm-control on .* \(TLS\)/, 120_000);
     await waitForOutput(agent, /polling vtpm-host-host-a/, 120_000);
-    const client = await VtpmClient.connect({ env: settings });
     try {
-      const engine: EngineLike = { env: tlsCluster.env, config };
-      const owner = newInstance(engine, 'tls-cluster');
-      const booted = await (await client.boot(owner.instanceUuid, guestBootRequest(engine, 'host-a', 'tls'), owner)).result();
-      expect(booted.record).toMatchObject({ lifecycle: 'active', host: 'host-a' });
-      await (await client.delete(owner.instanceUuid, { requestId: randomUUID() })).result();
-      expect(await leftovers(engine, owner)).toEqual([]);
+      await bootAndDelete(settings, { env: tlsCluster.env, config });
     } finally {
-      await client.close();
       for (const worker of [control, agent]) process.kill(-worker.child.pid!, 'SIGTERM');
       await Promise.all([control.exited, agent.exited]);
     }
