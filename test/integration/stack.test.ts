@@ -19,9 +19,27 @@ describe('the local stack', () => {
     for (const status of statuses) expect(status, status.problem).toMatchObject({ healthy: true });
   });
 
-  it("runs the stack's Temporal dev server with the project's dynamic configuration and SQLite settings", () => {
+  it("runs the stack's Temporal as configured: the dev server with the project's dynamic configuration and SQLite settings, or (VTPM_TEMPORAL=cluster) the cluster's frontend", () => {
+    const older = "the stack's Temporal server was started by an older version or another VTPM_TEMPORAL: 'npm run stack -- down' and run again";
+    if (config.temporal.kind === 'cluster') {
+      // The cluster's frontend process, run from the stack's cluster folder.
+      const root = path.join(config.dataDir, 'cluster', 'config', 'frontend');
+      const frontends = fs
+        .readdirSync('/proc')
+        .filter((pid) => /^\d+$/.test(pid))
+        .map((pid) => {
+          try {
+            return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+          } catch {
+            return [];
+          }
+        })
+        .filter((argv) => path.basename(argv[0] ?? '') === 'temporal-server' && argv.includes(root));
+      expect(frontends, older).toHaveLength(1);
+      expect(frontends[0]!.join(' ')).toMatch(/ start --service frontend$/);
+      return;
+    }
     const { argv } = serverProcess(Number(config.temporal.address.slice(config.temporal.address.lastIndexOf(':') + 1)));
-    const older = "the stack's Temporal server was started by an older version: 'npm run stack -- down' and run again";
     expect(argv.join(' '), older).toContain(devServerTuningArgs().join(' '));
     expect(argv.join(' '), older).toContain(devServerSqlitePragmas.map((pragma) => `--sqlite-pragma ${pragma}`).join(' '));
   });
