@@ -25,24 +25,26 @@ export function wholeNumberFlag(name: string, fallback: number): number {
 }
 
 /**
- * Each benchmarked operation as a call on the instance's entity. The guest is booted to stay up
- * and honour the ACPI power button, as a real guest does; stops allow it `shutdownSeconds`.
+ * Each benchmarked operation as a call on the instance's entity. The guest is booted on
+ * `hosts.home` (and unshelved there), migrates to `hosts.away`; it is booted to stay up and honour
+ * the ACPI power button, as a real guest does; stops allow it `shutdownSeconds`.
  */
 export function operationSenders(
   engine: EngineLike,
   handle: WorkflowHandle<typeof instance>,
   shutdownSeconds: number,
+  hosts: { home: string; away: string } = { home: 'host-a', away: 'host-b' },
 ): Partial<Record<OperationName, (requestId: string) => Promise<OperationOutcome>>> {
-  const request = guestBootRequest(engine, 'host-a', 'bench');
+  const request = guestBootRequest(engine, hosts.home, 'bench');
   const boot = { ...request.boot, cmdline: `${(request.boot as { cmdline: string }).cmdline} vtpm.acpi=1 vtpm.stay=1` } as typeof request.boot;
   return {
     boot: (requestId) => handle.executeUpdate(bootUpdate, { args: [{ ...request, boot, requestId }] }),
     stop: (requestId) => handle.executeUpdate(stopUpdate, { args: [{ requestId, shutdownDeadlineSeconds: shutdownSeconds }] }),
     start: (requestId) => handle.executeUpdate(startUpdate, { args: [{ requestId }] }),
-    migrate: (requestId) => handle.executeUpdate(migrateUpdate, { args: [{ requestId, target: 'host-b', shutdownDeadlineSeconds: shutdownSeconds }] }),
+    migrate: (requestId) => handle.executeUpdate(migrateUpdate, { args: [{ requestId, target: hosts.away, shutdownDeadlineSeconds: shutdownSeconds }] }),
     confirmMigration: (requestId) => handle.executeUpdate(confirmMigrationUpdate, { args: [{ requestId }] }),
     shelve: (requestId) => handle.executeUpdate(shelveUpdate, { args: [{ requestId, shutdownDeadlineSeconds: shutdownSeconds }] }),
-    unshelve: (requestId) => handle.executeUpdate(unshelveUpdate, { args: [{ requestId, host: 'host-a' }] }),
+    unshelve: (requestId) => handle.executeUpdate(unshelveUpdate, { args: [{ requestId, host: hosts.home }] }),
     delete: (requestId) => handle.executeUpdate(deleteUpdate, { args: [{ requestId }] }),
   };
 }
