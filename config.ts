@@ -2,6 +2,7 @@
  * The engine's configuration: read from the environment once, validated, and passed down as one
  * typed object. Nothing else in the project reads `process.env`.
  */
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { FORBIDDEN_BOOT_FOLDERS, isWithin } from './domain/boot-paths';
 import { isHostName } from './domain/input-guards';
@@ -39,6 +40,19 @@ export interface LocalHost {
   virtType: 'qemu' | 'kvm';
   /** The only folders boot files (kernel, initrd, disk) may come from (`VTPM_IMAGE_ROOTS`). */
   imageRoots: string[];
+  /** What live migration to this host needs. */
+  migration: HostMigration;
+}
+
+/** How a live migration reaches a host. */
+export interface HostMigration {
+  /**
+   * The libvirt URI at which other hosts' libvirtd reach this host's, for a peer-to-peer
+   * migration (`VTPM_MIGRATION_PEER_URI`, by default `qemu+tls://<host>/system`).
+   */
+  peerUri: string;
+  /** The address QEMU's incoming migration stream listens on, on this host (`VTPM_MIGRATION_ADDRESS`). */
+  address: string;
 }
 
 /** How the engine authenticates to an OpenStack service. */
@@ -249,7 +263,29 @@ function fleetHost(env: Env, name: string): LocalHost {
     secretSecurityModes: modes as LocalHost['secretSecurityModes'],
     virtType: oneOf(env, 'VTPM_VIRT_TYPE', ['kvm', 'qemu'] as const, 'kvm'),
     imageRoots: imageRoots(env, ['/var/lib/vtpm/images']),
+    migration: {
+      peerUri: libvirtPeerUri(env, `qemu+tls://${name}/system`),
+      address: migrationAddress(env, name),
+    },
   };
+}
+
+/** `VTPM_MIGRATION_PEER_URI`: a libvirt URI of the QEMU driver. */
+function libvirtPeerUri(env: Env, fallback: string): string {
+  const uri = text(env, 'VTPM_MIGRATION_PEER_URI', fallback);
+  if (!/^qemu(\+(tls|ssh|tcp|unix|libssh|libssh2))?:\/\/[^\s'"]*\/system(\?[^\s'"]*)?$/.test(uri)) {
+    throw new ConfigError('VTPM_MIGRATION_PEER_URI', `'${uri}' is not a libvirt URI of a host's QEMU driver (e.g. qemu+tls://host-b/system)`);
+  }
+  return uri;
+}
+
+/** `VTPM_MIGRATION_ADDRESS`: a host name or an IP address, no port. */
+function migrationAddress(env: Env, fallback: string): string {
+  const address = text(env, 'VTPM_MIGRATION_ADDRESS', fallback);
+  if (!isHostName(address) && isIP(address) === 0) {
+    throw new ConfigError('VTPM_MIGRATION_ADDRESS', `'${address}' is not a host name or IP address (no port: the engine picks it)`);
+  }
+  return address;
 }
 
 /** `VTPM_IMAGE_ROOTS`: colon-separated absolute folders, normalised; `fallback` when unset. */
@@ -288,9 +324,15 @@ function checkImageRootsApart(host: LocalHost): LocalHost {
   return host;
 }
 
+/** Inside host B's mount namespace, where host `peer`'s /run/libvirt is bound. */
+export function peerSocketDir(privateRoot: string, peer: string): string {
+  return path.join(privateRoot, 'peers', peer);
+}
+
 /** The two local libvirt hosts of the single-machine stack: the system libvirtd and a private one. */
 function localHosts(env: Env, dataDir: string): LocalHost[] {
   const privateRoot = path.join(dataDir, 'host-b');
+  const hostBUri = `qemu+unix:///system?socket=${path.join(privateRoot, 'run/libvirt/libvirt-sock')}`;
   // Where scripts/build-test-guest.sh puts the test guest.
   const roots = imageRoots(env, [path.join(dataDir, 'guest')]);
   const agent = (name: string) => ({
@@ -301,12 +343,21 @@ function localHosts(env: Env, dataDir: string): LocalHost[] {
     imageRoots: roots,
   });
   return [
-    { name: 'host-a', libvirtUri: 'qemu:///system', swtpmStateDir: '/var/lib/libvirt/swtpm', ...agent('host-a') },
+    {
+      name: 'host-a',
+      libvirtUri: 'qemu:///system',
+      swtpmStateDir: '/var/lib/libvirt/swtpm',
+      // Host B's libvirtd runs with its own /run, so it reaches host A's through the folder the
+      // stack binds host A's /run/libvirt to inside B's mount namespace (scripts/stack/libvirt.ts).
+      migration: { peerUri: `qemu+unix:///system?socket=${path.join(peerSocketDir(privateRoot, 'host-a'), 'libvirt-sock')}`, address: '127.0.0.1' },
+      ...agent('host-a'),
+    },
     {
       name: 'host-b',
-      libvirtUri: `qemu+unix:///system?socket=${path.join(privateRoot, 'run/libvirt/libvirt-sock')}`,
+      libvirtUri: hostBUri,
       swtpmStateDir: path.join(privateRoot, 'lib/libvirt/swtpm'),
       privateRoot,
+      migration: { peerUri: hostBUri, address: '127.0.0.1' },
       ...agent('host-b'),
     },
   ];

@@ -21,6 +21,7 @@ import { heartbeatWhileRunning, progress } from './heartbeat';
 import { KeyedMutex, lockPerInstance } from './instance-lock';
 import { checkInstanceUuid, InvalidInstanceId } from './instance-id';
 import { LibvirtHost, type DomainStatus } from './libvirt-host';
+import { liveMigrate, type LiveMigrationResult, type LiveMigrationTarget } from './live-migration';
 import { StateGenerations, type GenerationRecord } from './state-generations';
 import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
 import { runPreflight } from './preflight';
@@ -32,6 +33,7 @@ export type { GenerationRecord } from './state-generations';
 export type { ClearResult } from './clear-instance';
 export type { HostHoldings } from './inventory';
 export type { PreflightFailure } from './preflight';
+export type { LiveMigrationResult, LiveMigrationTarget } from './live-migration';
 
 export interface HostActivityDeps {
   host: LocalHost;
@@ -173,6 +175,18 @@ export function createHostActivities(deps: HostActivityDeps) {
     /** Soft reboot: the guest is asked (ACPI) and restarts itself; the TPM is untouched. */
     async rebootDomain(input: { instanceUuid: string }): Promise<void> {
       await libvirt.reboot(checkInstanceUuid(input.instanceUuid));
+    },
+
+    /**
+     * Moves the running guest to `target` while it runs (see live-migration.ts): on success it
+     * runs there, persistent, and this host holds no domain or state of it (its vTPM secrets are
+     * the caller's to remove); on failure or cancellation it still runs here.
+     */
+    async liveMigrateDomain(input: { instanceUuid: string; target: LiveMigrationTarget }): Promise<LiveMigrationResult> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const result = await liveMigrate(host.libvirtUri, uuid, serialLogPath(deps.agentDir, uuid), input.target, workDir);
+      fs.rmSync(serialLogPath(deps.agentDir, uuid), { force: true });
+      return result;
     },
 
     /** Hard stop, for hard reboot and for compensation. */

@@ -51,6 +51,8 @@ const STATE_BYTES = 6300;
 
 /** A simulated host's model and the activities that act on it. */
 export class SimulatedHost {
+  /** Every simulated host of this process by name: where a live migration finds its target. */
+  private static readonly named = new Map<string, SimulatedHost>();
   private readonly held = new Map<string, Held>();
   /** libvirt secrets: uuid to the instance it belongs to, and whether its value is set. */
   private readonly secrets = new Map<string, { instanceUuid: string; hasValue: boolean }>();
@@ -62,7 +64,9 @@ export class SimulatedHost {
     private readonly stepTimes: StepTimes,
     private readonly keyManager: KeyManager,
     private readonly imageService: ImageService,
-  ) {}
+  ) {
+    SimulatedHost.named.set(name, this);
+  }
 
   /** The names of the host activities, which a simulated host answers as the real agent does. */
   static activityNames(): string[] {
@@ -174,6 +178,18 @@ export class SimulatedHost {
         return { graceful: true, wasRunning };
       },
       rebootDomain: async () => undefined,
+      liveMigrateDomain: async (input) => {
+        const target = SimulatedHost.named.get(input.target.host);
+        const held = this.of(input.instanceUuid);
+        if (target === undefined || held.domain !== 'running') throw new Error(`simulated host ${this.name}: cannot live-migrate instance ${input.instanceUuid} to ${input.target.host}`);
+        const there = target.of(input.instanceUuid);
+        there.domain = 'running';
+        there.state = held.state;
+        held.domain = null;
+        held.state = null;
+        this.forget(input.instanceUuid);
+        return { durationMs: 0, lastReading: null };
+      },
       destroyDomain: async (input) => {
         const held = this.of(input.instanceUuid);
         if (held.domain !== null) held.domain = 'shut off';

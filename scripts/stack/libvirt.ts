@@ -3,13 +3,19 @@
  * runs). Host B is a second libvirtd in a private mount namespace whose /run, /etc/libvirt,
  * /var/lib/libvirt, /var/log/libvirt, /var/log/swtpm and /var/cache/libvirt are folders under the
  * data folder, so it keeps its own domains, secrets and swtpm state.
+ *
+ * For live migration between them the two must be told apart and reach each other: host B's
+ * libvirtd gets a host UUID of its own (`host_uuid` in its libvirtd.conf, made once), and inside
+ * its namespace host A's /run/libvirt is bound to `<private root>/peers/host-a`, which host A's
+ * migration peer URI names (config.ts).
  */
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import type { LocalHost } from '../../config';
+import { peerSocketDir, type LocalHost } from '../../config';
 import { pidAlive, readPidFile, spawnDetached } from './processes';
 import type { Service } from './service';
 
@@ -115,6 +121,21 @@ function preparePrivateRoot(root: string): void {
   }
 }
 
+/**
+ * Host B's own host UUID, written once into its libvirtd.conf: two daemons with one UUID refuse
+ * to migrate to each other ("Attempt to migrate guest to the same host").
+ */
+export function ensureOwnHostUuid(root: string): string {
+  const file = path.join(root, 'etc/libvirt/libvirtd.conf');
+  const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  const set = /^host_uuid\s*=\s*"([0-9a-f-]{36})"/m.exec(text);
+  if (set) return set[1]!;
+  const uuid = randomUUID();
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, `${text}${text === '' || text.endsWith('\n') ? '' : '\n'}# Set by the vTPM stack: this host's own UUID, for live migration.\nhost_uuid = "${uuid}"\n`);
+  return uuid;
+}
+
 export function privateLibvirtService(host: LocalHost, logDir: string): Service {
   const root = host.privateRoot;
   if (root === undefined) throw new Error(`host ${host.name} has no private root`);
@@ -129,8 +150,13 @@ export function privateLibvirtService(host: LocalHost, logDir: string): Service 
       return [libvirtd, namespaceHolder];
     }
     preparePrivateRoot(root);
+    ensureOwnHostUuid(root);
+    // Host A's sockets, bound before /run is replaced (binds from another namespace are refused).
+    const peerDir = peerSocketDir(root, 'host-a');
+    fs.mkdirSync(peerDir, { recursive: true });
+    fs.mkdirSync('/run/libvirt', { recursive: true });
     // Paths go to the shell as positional parameters, never pasted into the script.
-    const mounts = privateMounts(root);
+    const mounts: Array<[string, string]> = [['/run/libvirt', peerDir], ...privateMounts(root)];
     const script = [
       'set -e',
       ...mounts.map((_, i) => `mount --bind "\${${2 * i + 1}}" "\${${2 * i + 2}}"`),

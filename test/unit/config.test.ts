@@ -14,8 +14,14 @@ describe('a fleet host agent configured from its environment', () => {
         secretSecurityModes: ['user', 'host', 'deployment'],
         virtType: 'kvm',
         imageRoots: ['/var/lib/vtpm/images'],
+        migration: { peerUri: 'qemu+tls://compute-7/system', address: 'compute-7' },
       },
     ]);
+  });
+
+  it('takes how peers reach it for live migration from VTPM_MIGRATION_PEER_URI and VTPM_MIGRATION_ADDRESS', () => {
+    const config = loadConfig({ VTPM_HOST_NAME: 'compute-7', VTPM_MIGRATION_PEER_URI: 'qemu+ssh://root@10.0.0.7/system', VTPM_MIGRATION_ADDRESS: '10.1.0.7' });
+    expect(config.hosts[0]!.migration).toEqual({ peerUri: 'qemu+ssh://root@10.0.0.7/system', address: '10.1.0.7' });
   });
 
   it.each([
@@ -23,8 +29,23 @@ describe('a fleet host agent configured from its environment', () => {
     [{ VTPM_HOST_NAME: 'h', VTPM_SECRET_SECURITY_MODES: 'user,nobody' }, 'VTPM_SECRET_SECURITY_MODES'],
     [{ VTPM_HOST_NAME: 'h', VTPM_VIRT_TYPE: 'xen' }, 'VTPM_VIRT_TYPE'],
     [{ VTPM_HOST_NAME: 'h', VTPM_IMAGE_ROOTS: 'images' }, 'VTPM_IMAGE_ROOTS'],
+    [{ VTPM_HOST_NAME: 'h', VTPM_MIGRATION_PEER_URI: 'xen:///system' }, 'VTPM_MIGRATION_PEER_URI'],
+    [{ VTPM_HOST_NAME: 'h', VTPM_MIGRATION_PEER_URI: "qemu+tls://h/system' --evil" }, 'VTPM_MIGRATION_PEER_URI'],
+    [{ VTPM_HOST_NAME: 'h', VTPM_MIGRATION_ADDRESS: '10.0.0.1:4000' }, 'VTPM_MIGRATION_ADDRESS'],
+    [{ VTPM_HOST_NAME: 'h', VTPM_MIGRATION_ADDRESS: 'tcp://h' }, 'VTPM_MIGRATION_ADDRESS'],
   ])('refuses %j, naming the variable', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(variable);
+  });
+});
+
+describe('the local stack\'s live migration settings', () => {
+  it("name each host's libvirtd as the other host's libvirtd reaches it", () => {
+    const config = loadConfig({ VTPM_DATA_DIR: '/tmp/vtpm-data' });
+    expect(config.hosts.map((h) => [h.name, h.migration])).toEqual([
+      // Host B's libvirtd has its own /run: it reaches host A's through the bound peer folder.
+      ['host-a', { peerUri: 'qemu+unix:///system?socket=/tmp/vtpm-data/host-b/peers/host-a/libvirt-sock', address: '127.0.0.1' }],
+      ['host-b', { peerUri: 'qemu+unix:///system?socket=/tmp/vtpm-data/host-b/run/libvirt/libvirt-sock', address: '127.0.0.1' }],
+    ]);
   });
 });
 
