@@ -25,6 +25,8 @@ export interface LiveMigrationTarget {
   address: string;
   /** Where the target's agent logs the guest's serial console. */
   serialLogPath: string;
+  /** A cap on the migration stream in MiB/s (Nova's `live_migration_bandwidth`); none when unset. */
+  maxBandwidthMiBps?: number;
 }
 
 /** One reading of the migration job (`virsh domjobinfo`). */
@@ -37,8 +39,14 @@ export interface MigrationJob {
 export interface LiveMigrationResult {
   /** From the call to the domain running on the target. */
   durationMs: number;
-  /** The last reading taken while the job ran (null when it ended before the first). */
+  /** The last reading with data figures taken while the job ran (null when none had them). */
   lastReading: MigrationJob | null;
+}
+
+/** A migration request that cannot be run as given. */
+export class InvalidMigrationRequest extends Error {
+  override readonly name = 'InvalidMigrationRequest';
+  readonly retryable = false;
 }
 
 const UNITS: Record<string, number> = { B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
@@ -85,6 +93,10 @@ export async function liveMigrate(
   target: LiveMigrationTarget,
   workDir: string,
 ): Promise<LiveMigrationResult> {
+  const bandwidth = target.maxBandwidthMiBps;
+  if (bandwidth !== undefined && !(Number.isInteger(bandwidth) && bandwidth >= 1)) {
+    throw new InvalidMigrationRequest(`maxBandwidthMiBps must be a whole number of MiB/s >= 1, not ${JSON.stringify(bandwidth)}`);
+  }
   const started = Date.now();
   const xml = retargetSerialLogs(await virsh(sourceUri, ['dumpxml', '--migratable', uuid]), sourceSerialLog, target.serialLogPath);
   fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
@@ -104,10 +116,11 @@ export async function liveMigrate(
   let done = false;
   const watch = (async () => {
     while (!done) {
-      await sleep(1000);
+      await sleep(500);
       if (done) break;
       const reading = parseJobInfo(await virsh(sourceUri, ['domjobinfo', uuid], { signal: calling.signal, timeoutMs: 10_000 }).catch(() => ''));
-      if (reading !== null) {
+      // Before QEMU's transfer starts the job has no data figures yet: nothing to report.
+      if (reading !== null && reading.dataTotalBytes !== null) {
         lastReading = reading;
         progress(`migrating to ${target.host}: ${mib(reading.dataRemainingBytes)} of ${mib(reading.dataTotalBytes)} left`);
       }
@@ -117,7 +130,11 @@ export async function liveMigrate(
     progress(`migrating to ${target.host}`);
     await virsh(
       sourceUri,
-      ['migrate', '--live', '--p2p', '--persistent', '--undefinesource', '--xml', xmlFile, uuid, target.peerUri, '--migrateuri', `tcp://${target.address}`, '--listen-address', target.address],
+      [
+        'migrate', '--live', '--p2p', '--persistent', '--undefinesource', '--xml', xmlFile,
+        ...(bandwidth === undefined ? [] : ['--bandwidth', String(bandwidth)]),
+        uuid, target.peerUri, '--migrateuri', `tcp://${target.address}`, '--listen-address', target.address,
+      ],
       { signal: calling.signal, timeoutMs: 3_600_000 },
     );
   } catch (err) {
