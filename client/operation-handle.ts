@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowUpdateHandle } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import type { OperationOutcome } from '../workflows/instance';
 import { OperationFailed, OperationRefused } from './errors';
@@ -45,6 +45,9 @@ export function workflowUiUrl(settings: ConnectionSettings, workflowId: string, 
 
 /** How often to look whether the operation's workflow has started (it waits for the one before it). */
 const START_POLL_MS = 250;
+
+/** How often a followed operation's running steps are asked for their progress. */
+const PROGRESS_POLL_MS = 1_000;
 
 export class AcceptedOperation implements OperationHandle {
   readonly instanceUuid: string;
@@ -115,8 +118,70 @@ export class AcceptedOperation implements OperationHandle {
       await sleep(START_POLL_MS);
     }
     const timeline = new TimelineBuilder();
-    for await (const event of this.history()) {
-      yield* timeline.apply(event);
+    // Steps from the history as they close, and the running steps' progress from their heartbeats.
+    const queue: ProgressEvent[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    const push = (events: ProgressEvent[]) => {
+      queue.push(...events);
+      wake?.();
+    };
+    const reading = (async () => {
+      for await (const event of this.history()) push(timeline.apply(event));
+    })();
+    const historyRead = reading.then(
+      () => undefined,
+      (err: unknown) => err,
+    ).finally(() => {
+      ended = true;
+      wake?.();
+    });
+    const watching = this.watchProgress(() => ended, push);
+    try {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (ended) break;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+      const failure = await historyRead;
+      if (failure !== undefined) throw failure;
+    } finally {
+      ended = true;
+      await watching;
+    }
+  }
+
+  /**
+   * What running steps report of their progress (heartbeat details with a `progress` text, such as
+   * a live migration's data left), read from the operation's pending activities once a second.
+   */
+  private async watchProgress(ended: () => boolean, push: (events: ProgressEvent[]) => void): Promise<void> {
+    const handle = this.context.temporal.workflow.getHandle(this.workflowId);
+    const last = new Map<string, string>();
+    while (!ended()) {
+      await sleep(PROGRESS_POLL_MS);
+      if (ended()) return;
+      let pending;
+      try {
+        pending = (await handle.describe()).raw.pendingActivities ?? [];
+      } catch {
+        continue;
+      }
+      for (const activity of pending) {
+        const payload = activity.heartbeatDetails?.payloads?.[0];
+        if (!payload) continue;
+        let shown: unknown;
+        try {
+          shown = (defaultPayloadConverter.fromPayload(payload) as { progress?: unknown } | null)?.progress;
+        } catch {
+          continue;
+        }
+        const key = String(activity.activityId ?? '');
+        if (typeof shown !== 'string' || last.get(key) === shown) continue;
+        last.set(key, shown);
+        push([{ kind: 'step-progress', name: activity.activityType?.name ?? '?', progress: shown }]);
+      }
     }
   }
 

@@ -50,6 +50,8 @@ export type ProgressEvent =
   | { kind: 'operation-started'; at: string }
   | { kind: 'step-started'; step: Step }
   | { kind: 'step-finished'; step: Step }
+  /** What a running step reports of its progress (a live migration's data left), as it changes. */
+  | { kind: 'step-progress'; name: string; progress: string }
   | { kind: 'operation-finished'; timeline: Timeline };
 
 const hostQueuePrefix = hostTaskQueue('');

@@ -44,6 +44,7 @@ import {
   instanceWorkflowId,
   operationQueueQuery,
   migrateUpdate,
+  liveMigrateUpdate,
   rebootUpdate,
   rebuildUpdate,
   resizeUpdate,
@@ -57,6 +58,7 @@ import {
   type BootRequest,
   type EvacuateRequest,
   type MigrateRequest,
+  type LiveMigrateRequest,
   type OperationOutcome,
   type RebootRequest,
   type RebuildRequest,
@@ -327,6 +329,15 @@ export class VtpmClient {
   /** Cold-migrates to `target` (or the first of `candidates` with the traits); then confirm or revert. */
   migrate(instanceUuid: string, request: MigrateRequest): Promise<OperationHandle> {
     return this.send(migrateUpdate.name, instanceUuid, request as MigrateRequest & OperationRequest);
+  }
+
+  /**
+   * Moves the running guest to `target` while it runs; the handle's progress carries the data
+   * left as the transfer goes. Abort it with abortOperation: libvirt cancels the transfer and the
+   * guest keeps running on its host.
+   */
+  liveMigrate(instanceUuid: string, request: LiveMigrateRequest): Promise<OperationHandle> {
+    return this.send(liveMigrateUpdate.name, instanceUuid, request as LiveMigrateRequest & OperationRequest);
   }
 
   confirmMigration(instanceUuid: string, request: RequestOnly): Promise<OperationHandle> {

@@ -26,6 +26,7 @@ export type OperationName =
   | 'reboot'
   | 'delete'
   | 'migrate'
+  | 'liveMigrate'
   | 'confirmMigration'
   | 'revertMigration'
   | 'rebuild'
@@ -152,6 +153,8 @@ const allowedIn: Record<OperationName, readonly Lifecycle[]> = {
   // An instance in error may have parts left on a host: delete is how they are cleaned up.
   delete: ['new', 'active', 'stopped', 'verify-migration', 'shelved', 'error'],
   migrate: ['active', 'stopped'],
+  // The guest moves while it runs; a stopped one is cold-migrated.
+  liveMigrate: ['active'],
   confirmMigration: ['verify-migration'],
   revertMigration: ['verify-migration'],
   rebuild: ['active', 'stopped'],
@@ -167,6 +170,7 @@ const whatToDo: Record<OperationName, string> = {
   reboot: 'start it first',
   delete: 'it is already deleted',
   migrate: 'confirm or revert the pending migration, or unshelve it first',
+  liveMigrate: 'only a running guest is live-migrated: start it first, or cold-migrate it (vtpmctl migrate)',
   confirmMigration: 'there is no migration waiting for confirmation',
   revertMigration: 'there is no migration waiting for confirmation',
   rebuild: 'confirm or revert the pending migration, or unshelve it first',

@@ -33,6 +33,7 @@ import type {
   FlavorRequest,
   HostReturnedRequest,
   InstanceStart,
+  LiveMigrateRequest,
   MigrateRequest,
   RebootRequest,
   RebuildRequest,
@@ -47,6 +48,8 @@ import { resolveVtpmRequest, type ImageInput } from './vtpm-request';
 export const MAX_SHUTDOWN_DEADLINE_SECONDS = 3600;
 export const MAX_CONFIRM_WINDOW_SECONDS = 30 * 24 * 3600;
 export const MAX_CANDIDATES = 50;
+/** 100 GiB/s: beyond any link, so a larger cap is a typo. */
+export const MAX_MIGRATION_BANDWIDTH_MIBPS = 102_400;
 /** Glance's default image property quota; Nova flavors carry far fewer extra specs. */
 export const MAX_SETTINGS = 128;
 export const MAX_REASON_LENGTH = 1024;
@@ -68,6 +71,7 @@ export const REQUEST_FIELDS = {
   reboot: ['requestId', 'hard'],
   delete: ['requestId'],
   migrate: MOVE_FIELDS,
+  liveMigrate: ['requestId', 'target', 'maxBandwidthMiBps'],
   resize: [...MOVE_FIELDS, 'flavor', 'resetTpm'],
   confirmMigration: ['requestId'],
   revertMigration: ['requestId'],
@@ -181,6 +185,16 @@ export function checkMigrateRequest(value: unknown): MigrateRequest {
   return { requestId: checkRequestId(ownValue(request, 'requestId')), ...placement(request, true), ...moveTimes(request) };
 }
 
+export function checkLiveMigrateRequest(value: unknown): LiveMigrateRequest {
+  const request = objectOf(value, '', 'a live-migrate request', REQUEST_FIELDS.liveMigrate);
+  const bandwidth = optional(request, 'maxBandwidthMiBps', (v, f) => wholeNumber(v, f, 1, MAX_MIGRATION_BANDWIDTH_MIBPS));
+  return {
+    requestId: checkRequestId(ownValue(request, 'requestId')),
+    target: checkHostName(ownValue(request, 'target'), 'target'),
+    ...(bandwidth !== undefined ? { maxBandwidthMiBps: bandwidth } : {}),
+  };
+}
+
 /** A cold migration with a new flavor; on the same host unless a target or candidates are named. */
 export function checkResizeRequest(value: unknown): ResizeRequest {
   const request = objectOf(value, '', 'a resize request', REQUEST_FIELDS.resize);
@@ -244,6 +258,7 @@ const REQUEST_RULES: { readonly [K in RequestKind]: (value: unknown) => { reques
   reboot: checkRebootRequest,
   delete: checkDeleteRequest,
   migrate: checkMigrateRequest,
+  liveMigrate: checkLiveMigrateRequest,
   resize: checkResizeRequest,
   confirmMigration: checkConfirmMigrationRequest,
   revertMigration: checkRevertMigrationRequest,

@@ -67,6 +67,14 @@ export interface MigrateRequest {
   confirmWindowSeconds?: number;
 }
 
+/** Moves a running guest to `target` while it runs, its vTPM state in QEMU's migration stream. */
+export interface LiveMigrateRequest {
+  requestId: string;
+  target: string;
+  /** A cap on the migration stream in whole MiB/s (Nova's `live_migration_bandwidth`); none when absent. */
+  maxBandwidthMiBps?: number;
+}
+
 export interface ResizeRequest extends MigrateRequest {
   flavor: FlavorSpec;
   /** Required to change the TPM version or model: the TPM starts empty. */

@@ -69,3 +69,23 @@ export function shortfall(actual: Version, minimum: Minimum): string | undefined
   if (isAtLeast(actual, minimum.version)) return undefined;
   return `${minimum.component} ${formatVersion(actual)} is older than ${formatVersion(minimum.version)}, ${minimum.needed}`;
 }
+
+/** The versions of the TPM emulator on a host: swtpm and the libtpms it links. */
+export interface EmulatorVersionPair {
+  swtpm: string;
+  libtpms: string;
+}
+
+/**
+ * Why the target's emulator may not read a state the source's wrote, or null when it can: each of
+ * swtpm and libtpms must be the same or newer on the target (libtpms adds to its state format and
+ * reads what older versions wrote, not always the reverse).
+ */
+export function emulatorShortfall(source: EmulatorVersionPair, target: EmulatorVersionPair): string | null {
+  for (const component of ['swtpm', 'libtpms'] as const) {
+    if (compareVersions(parseVersion(component, target[component]), parseVersion(component, source[component])) < 0) {
+      return `${component} ${target[component]} on the target is older than ${source[component]} on the source`;
+    }
+  }
+  return null;
+}

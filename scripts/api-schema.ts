@@ -28,6 +28,7 @@ export const updateMessages = {
   reboot: { request: 'RebootRequest', result: outcome },
   delete: { request: 'RequestOnly', result: outcome },
   migrate: { request: 'MigrateRequest', result: outcome },
+  liveMigrate: { request: 'LiveMigrateRequest', result: outcome },
   resize: { request: 'ResizeRequest', result: outcome },
   confirmMigration: { request: 'RequestOnly', result: outcome },
   revertMigration: { request: 'RequestOnly', result: outcome },

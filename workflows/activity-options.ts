@@ -4,7 +4,7 @@
  * "host unreachable" failure) instead of waiting forever. Typed errors that retrying cannot help
  * arrive as non-retryable failures and stop the retry policy at once.
  */
-import { proxyActivities, type RetryPolicy } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, type RetryPolicy } from '@temporalio/workflow';
 import type { ControlActivities } from '../activities/control';
 import type { HostActivities } from '../activities/host';
 import { hostTaskQueue } from './task-queues';
@@ -37,6 +37,22 @@ export function hostLongSteps(host: string) {
     scheduleToCloseTimeout: '30 minutes',
     heartbeatTimeout: hostHeartbeatTimeout,
     retry,
+  });
+}
+
+/**
+ * A live migration's transfer: as long as the guest's memory takes to move, tried twice at most
+ * (what a failed transfer left is settled by asking both hosts, not by trying again and again), and
+ * waited for when cancelled, so the libvirt job is aborted before the operation goes on.
+ */
+export function hostMigration(host: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(host),
+    startToCloseTimeout: '2 hours',
+    heartbeatTimeout: hostHeartbeatTimeout,
+    // A second try finds the domain gone when the first one's result was lost (and says so).
+    retry: { ...retry, maximumAttempts: 2 },
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   });
 }
 

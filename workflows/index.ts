@@ -7,5 +7,6 @@ export { bootInstance } from './operations/boot';
 export { stopInstance, startInstance, rebootInstance } from './operations/power';
 export { deleteInstance } from './operations/delete';
 export { migrateInstance, confirmMigration, revertMigration } from './operations/migrate';
+export { liveMigrateInstance } from './operations/live-migrate';
 export { rebuildInstance } from './operations/rebuild';
 export { shelveInstance, unshelveInstance } from './operations/shelve';

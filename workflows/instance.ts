@@ -36,6 +36,7 @@ import { checkAbortRequest, checkHostReturnedRequest, checkInstanceStart } from 
 import { describeFailure, fullyCompensated } from './failures';
 import { countOperation, recordOperationDuration, type OperationTags } from './metrics';
 import { isRefusal, refused, refusalOf, type EntityContext } from './entity/context';
+import { installLiveMigrationHandler } from './entity/live-migration';
 import { installMoveHandlers } from './entity/moves';
 import { installPowerHandlers } from './entity/power';
 import { OneAtATime, QueueFull } from './entity/runner';
@@ -223,6 +224,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
 
   installPowerHandlers(ctx);
   installMoveHandlers(ctx);
+  installLiveMigrationHandler(ctx);
   installStorageHandlers(ctx);
   setHandler(instanceQuery, () => record);
   setHandler(operationQueueQuery, () => ({ running: runner.running, waiting: runner.waiting }));

@@ -15,10 +15,14 @@ const defaultIntervalMs = 5_000;
 export interface HeartbeatDetails {
   doing: string;
   elapsedSeconds: number;
+  /** Progress worth showing an operator live (a live migration's data left); vtpmctl prints it. */
+  progress?: string;
 }
 
 interface Ticker {
   doing: string;
+  shown?: string;
+  beat?: () => void;
 }
 
 const tickers = new AsyncLocalStorage<Ticker>();
@@ -46,7 +50,13 @@ export async function whileBeating<T>(work: () => Promise<T>): Promise<T> {
   if (context === undefined) return work();
   const started = Date.now();
   const ticker: Ticker = { doing: 'running' };
-  const beat = () => context.heartbeat({ doing: ticker.doing, elapsedSeconds: Math.round((Date.now() - started) / 1000) } satisfies HeartbeatDetails);
+  const beat = () =>
+    context.heartbeat({
+      doing: ticker.doing,
+      elapsedSeconds: Math.round((Date.now() - started) / 1000),
+      ...(ticker.shown === undefined ? {} : { progress: ticker.shown }),
+    } satisfies HeartbeatDetails);
+  ticker.beat = beat;
   const timer = setInterval(beat, beatIntervalMs(context.info.heartbeatTimeoutMs));
   try {
     return await tickers.run(ticker, work);
@@ -59,6 +69,18 @@ export async function whileBeating<T>(work: () => Promise<T>): Promise<T> {
 export function progress(doing: string): void {
   const ticker = tickers.getStore();
   if (ticker !== undefined) ticker.doing = doing;
+}
+
+/**
+ * Says what the running activity is doing and heartbeats at once, for progress an operator
+ * watches (a live migration's data left); the worker's heartbeat throttle still applies.
+ */
+export function progressNow(doing: string): void {
+  const ticker = tickers.getStore();
+  if (ticker === undefined) return;
+  ticker.doing = doing;
+  ticker.shown = doing;
+  ticker.beat?.();
 }
 
 /** The same activities, each heartbeating while it runs. */

@@ -21,7 +21,10 @@ import { heartbeatWhileRunning, progress } from './heartbeat';
 import { KeyedMutex, lockPerInstance } from './instance-lock';
 import { checkInstanceUuid, InvalidInstanceId } from './instance-id';
 import { LibvirtHost, type DomainStatus } from './libvirt-host';
-import { liveMigrate, type LiveMigrationResult, type LiveMigrationTarget } from './live-migration';
+import { checkMigrationTarget, liveMigrate, settleOutgoingMigration, type LiveMigrationResult, type LiveMigrationTarget } from './live-migration';
+import { readEmulatorVersions, type EmulatorVersions } from './emulator-versions';
+import { probeState } from './swtpm-probe';
+import { virsh } from './virsh';
 import { StateGenerations, type GenerationRecord } from './state-generations';
 import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
 import { runPreflight } from './preflight';
@@ -34,6 +37,28 @@ export type { ClearResult } from './clear-instance';
 export type { HostHoldings } from './inventory';
 export type { PreflightFailure } from './preflight';
 export type { LiveMigrationResult, LiveMigrationTarget } from './live-migration';
+export type { EmulatorVersions } from './emulator-versions';
+
+/** What a live migration needs to know of each end, asked before anything moves. */
+export interface LiveMigrationFacts {
+  host: string;
+  /** libvirt's host UUID: two hosts with the same one refuse to migrate to each other. */
+  hostUuid: string;
+  emulator: EmulatorVersions;
+  /** How another host's libvirtd reaches this one, and where this host's QEMU listens. */
+  peerUri: string;
+  address: string;
+  /** Where this agent logs the instance's serial console. */
+  serialLogPath: string;
+  /** The instance's domain here, if any. */
+  domain: DomainStatus | null;
+}
+
+/** The key manager's passphrase does not open the instance's state: a migration would fail at its very end. */
+export class PassphraseMismatch extends Error {
+  override readonly name = 'PassphraseMismatch';
+  readonly retryable = false;
+}
 
 export interface HostActivityDeps {
   host: LocalHost;
@@ -184,9 +209,58 @@ export function createHostActivities(deps: HostActivityDeps) {
      */
     async liveMigrateDomain(input: { instanceUuid: string; target: LiveMigrationTarget }): Promise<LiveMigrationResult> {
       const uuid = checkInstanceUuid(input.instanceUuid);
+      checkMigrationTarget(input.target);
+      // A retry after a result lost on its way back: the domain already left. The caller checks
+      // that the target runs it; nothing is migrated twice.
+      if ((await libvirt.domainStatus(uuid)) === null) return { durationMs: 0, lastReading: null, alreadyGone: true };
       const result = await liveMigrate(host.libvirtUri, uuid, serialLogPath(deps.agentDir, uuid), input.target, workDir);
       fs.rmSync(serialLogPath(deps.agentDir, uuid), { force: true });
       return result;
+    },
+
+    /**
+     * After a live migration failed, was aborted or lost its result: ends any migration job of
+     * the instance still running here, then says where the domain is on this host.
+     */
+    async settleLiveMigration(input: { instanceUuid: string }): Promise<DomainStatus | null> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      await settleOutgoingMigration(host.libvirtUri, uuid);
+      return libvirt.domainStatus(uuid);
+    },
+
+    /** This host's side of a live migration: its libvirt host UUID, swtpm and libtpms, endpoint, and the domain. */
+    async liveMigrationFacts(input: { instanceUuid: string }): Promise<LiveMigrationFacts> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const capabilities = await virsh(host.libvirtUri, ['capabilities']);
+      const hostUuid = /<host>\s*<uuid>([^<]+)<\/uuid>/.exec(capabilities)?.[1];
+      if (hostUuid === undefined) throw new Error(`libvirt on ${host.name} reports no host UUID in its capabilities`);
+      return {
+        host: host.name,
+        hostUuid,
+        emulator: await readEmulatorVersions(deps.searchPath),
+        peerUri: host.migration.peerUri,
+        address: host.migration.address,
+        serialLogPath: serialLogPath(deps.agentDir, uuid),
+        domain: await libvirt.domainStatus(uuid),
+      };
+    },
+
+    /**
+     * Proves, on a private copy, that the key manager's passphrase opens the instance's state as
+     * it is now (swtpm writes it whole, by rename, so a running guest's copy is consistent).
+     * Before a live migration: the target's swtpm opens the incoming state with this passphrase
+     * only after all the memory has moved.
+     */
+    async proveStatePassphrase(input: { instanceUuid: string; secretRef: SecretRef }): Promise<{ sha256: string }> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const current = files.read(uuid);
+      if (current === null) throw new StateConflict(`instance ${uuid} has no vTPM state on ${host.name}`);
+      progress('opening a copy of the running state with swtpm');
+      const probe = await probeState(current, await keyManager.getPassphrase(input.secretRef), workDir);
+      if (!probe.readable) {
+        throw new PassphraseMismatch(`the key manager's passphrase for instance ${uuid} does not open its vTPM state on ${host.name} (swtpm: ${probe.reason}); the state is not moved with it`);
+      }
+      return { sha256: packState(current).sha256 };
     },
 
     /** Hard stop, for hard reboot and for compensation. */

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { activityCancellation } from './cancellation';
-import { progress } from './heartbeat';
+import { progress, progressNow } from './heartbeat';
 import { LibvirtError, virsh } from './virsh';
 
 /** Where the domain goes: how the source's libvirtd reaches the target's, and the target's own paths. */
@@ -41,6 +41,8 @@ export interface LiveMigrationResult {
   durationMs: number;
   /** The last reading with data figures taken while the job ran (null when none had them). */
   lastReading: MigrationJob | null;
+  /** Set when the domain was no longer on this host when the call came (a retry after a lost result). */
+  alreadyGone?: boolean;
 }
 
 /** A migration request that cannot be run as given. */
@@ -77,6 +79,15 @@ export function retargetSerialLogs(xml: string, sourceLog: string, targetLog: st
   );
 }
 
+/** Refuses a target that cannot be migrated to as given, before anything is asked of libvirt. */
+export function checkMigrationTarget(target: LiveMigrationTarget): LiveMigrationTarget {
+  const bandwidth = target.maxBandwidthMiBps;
+  if (bandwidth !== undefined && !(Number.isInteger(bandwidth) && bandwidth >= 1)) {
+    throw new InvalidMigrationRequest(`maxBandwidthMiBps must be a whole number of MiB/s >= 1, not ${JSON.stringify(bandwidth)}`);
+  }
+  return target;
+}
+
 function mib(bytes: number | null): string {
   return bytes === null ? '?' : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
@@ -93,10 +104,7 @@ export async function liveMigrate(
   target: LiveMigrationTarget,
   workDir: string,
 ): Promise<LiveMigrationResult> {
-  const bandwidth = target.maxBandwidthMiBps;
-  if (bandwidth !== undefined && !(Number.isInteger(bandwidth) && bandwidth >= 1)) {
-    throw new InvalidMigrationRequest(`maxBandwidthMiBps must be a whole number of MiB/s >= 1, not ${JSON.stringify(bandwidth)}`);
-  }
+  const bandwidth = checkMigrationTarget(target).maxBandwidthMiBps;
   const started = Date.now();
   const xml = retargetSerialLogs(await virsh(sourceUri, ['dumpxml', '--migratable', uuid]), sourceSerialLog, target.serialLogPath);
   fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
@@ -122,7 +130,7 @@ export async function liveMigrate(
       // Before QEMU's transfer starts the job has no data figures yet: nothing to report.
       if (reading !== null && reading.dataTotalBytes !== null) {
         lastReading = reading;
-        progress(`migrating to ${target.host}: ${mib(reading.dataRemainingBytes)} of ${mib(reading.dataTotalBytes)} left`);
+        progressNow(`migrating to ${target.host}: ${mib(reading.dataRemainingBytes)} of ${mib(reading.dataTotalBytes)} left`);
       }
     }
   })();
@@ -147,4 +155,27 @@ export async function liveMigrate(
     fs.rmSync(xmlFile, { force: true });
   }
   return { durationMs: Date.now() - started, lastReading };
+}
+
+/**
+ * Ends any migration job of `uuid` still running on this (source) host: asks libvirt to abort it
+ * and waits until libvirt reports no job. Only then is the guest's place certain: a job that ran
+ * on (its client gone with a killed agent) could otherwise finish after the caller looked, and a
+ * target cleaned meanwhile would lose the only copy. A job past the point of no return finishes
+ * instead; either way it is over when this returns.
+ */
+export async function settleOutgoingMigration(sourceUri: string, uuid: string, deadlineMs = 120_000): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  for (let round = 0; ; round++) {
+    const info = await virsh(sourceUri, ['domjobinfo', uuid]).then(parseJobInfo, (err: unknown) => {
+      // No such domain: it left this host, and no job of it runs here.
+      if (err instanceof LibvirtError && /not found|no domain/i.test(err.message)) return null;
+      throw err;
+    });
+    if (info === null) return;
+    if (Date.now() > until) throw new Error(`the migration job of ${uuid} still runs ${deadlineMs / 1000} s after it was aborted`);
+    progress('aborting the migration job still running here');
+    if (round % 10 === 0) await virsh(sourceUri, ['domjobabort', uuid]).catch(() => undefined);
+    await sleep(500);
+  }
 }

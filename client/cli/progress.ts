@@ -16,6 +16,8 @@ const REDRAW_MS = 100;
 
 export class ProgressDisplay {
   private readonly running = new Map<string, Step>();
+  /** The latest progress each running step reported, by step name. */
+  private readonly reported = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private frame = 0;
   private statusShown = false;
@@ -26,8 +28,13 @@ export class ProgressDisplay {
     if (event.kind === 'step-started') {
       this.running.set(this.key(event.step), event.step);
       this.startRedrawing();
+    } else if (event.kind === 'step-progress') {
+      this.reported.set(event.name, event.progress);
+      if (this.out.live) this.redraw();
+      else this.out.write(`  … ${event.name}: ${event.progress}\n`);
     } else if (event.kind === 'step-finished') {
       this.running.delete(this.key(event.step));
+      this.reported.delete(event.step.name);
       this.clearStatus();
       this.out.write(`  ${stepLine(event.step)}\n`);
       this.redraw();
@@ -58,7 +65,12 @@ export class ProgressDisplay {
     if (steps.length === 0) return;
     this.frame = (this.frame + 1) % spinner.length;
     const now = Date.now();
-    const text = steps.map((s) => `${s.name} on ${s.where} ${duration(now - Date.parse(s.scheduledAt))}`).join(', ');
+    const text = steps
+      .map((s) => {
+        const reported = this.reported.get(s.name);
+        return `${s.name} on ${s.where} ${duration(now - Date.parse(s.scheduledAt))}${reported === undefined ? '' : `: ${reported}`}`;
+      })
+      .join(', ');
     this.out.write(`  ${spinner[this.frame]} ${text}`);
     this.statusShown = true;
   }

@@ -181,6 +181,7 @@ export class SimulatedHost {
       liveMigrateDomain: async (input) => {
         const target = SimulatedHost.named.get(input.target.host);
         const held = this.of(input.instanceUuid);
+        if (held.domain === null && held.state === null) return { durationMs: 0, lastReading: null, alreadyGone: true };
         if (target === undefined || held.domain !== 'running') throw new Error(`simulated host ${this.name}: cannot live-migrate instance ${input.instanceUuid} to ${input.target.host}`);
         const there = target.of(input.instanceUuid);
         there.domain = 'running';
@@ -189,6 +190,22 @@ export class SimulatedHost {
         held.state = null;
         this.forget(input.instanceUuid);
         return { durationMs: 0, lastReading: null };
+      },
+      liveMigrationFacts: async (input) => ({
+        host: this.name,
+        hostUuid: `simulated-${this.name}`,
+        emulator: { swtpm: '0.7.1', libtpms: '0.9.2' },
+        peerUri: `simulated://${this.name}`,
+        address: '127.0.0.1',
+        serialLogPath: `/simulated/${this.name}/console/${input.instanceUuid}.log`,
+        domain: await model.domainStatus(input),
+      }),
+      settleLiveMigration: async (input) => model.domainStatus(input),
+      proveStatePassphrase: async (input) => {
+        const held = this.of(input.instanceUuid);
+        if (held.state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${this.name}`);
+        await this.keyManager.getPassphrase(input.secretRef);
+        return { sha256: packState(held.state).sha256 };
       },
       destroyDomain: async (input) => {
         const held = this.of(input.instanceUuid);

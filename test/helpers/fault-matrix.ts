@@ -17,6 +17,7 @@ import {
   deleteUpdate,
   evacuateUpdate,
   instance,
+  liveMigrateUpdate,
   migrateUpdate,
   rebootUpdate,
   rebuildUpdate,
@@ -132,6 +133,24 @@ export const operations: MatrixOperation[] = [
       'startDomain@host-b',
     ],
     after: { lifecycle: 'verify-migration', host: 'host-b' },
+  },
+  {
+    name: 'liveMigrate',
+    given: 'running',
+    send: (h, requestId) => h.executeUpdate(liveMigrateUpdate, { args: [{ requestId, target: 'host-b' }] }),
+    steps: [
+      'hostStanding@control',
+      'preflightPlacement@host-b',
+      'liveMigrationFacts@host-a',
+      'liveMigrationFacts@host-b',
+      'proveStatePassphrase@host-a',
+      'ensureVtpmSecret@host-b',
+      'liveMigrateDomain@host-a',
+      'domainStatus@host-b',
+      'removeVtpmSecret@host-b',
+      'clearInstance@host-a',
+    ],
+    after: { lifecycle: 'active', host: 'host-b' },
   },
   {
     name: 'confirm',
@@ -456,14 +475,20 @@ export async function problemsOf(engine: EngineLike, subject: Subject, failed?: 
     // The staging archive a confirm or revert did not delete: its outcome says so, the instance's delete removes it.
     (f.kind === 'orphan' && f.resource === 'state image' && f.id !== undefined && (failed === 'confirm' || failed === 'revert' || lastMessage.includes(f.id))) ||
     // A failed delete may already have removed any part of the instance.
-    (failed === 'delete' && f.kind === 'missing');
+    (failed === 'delete' && f.kind === 'missing') ||
+    // A host a finished operation could not clean: its outcome names it, the record keeps it for delete (or its agent) to purge.
+    (f.kind === 'orphan' && f.host !== undefined && (record.hosts ?? []).includes(f.host) && lastMessage.includes(`${f.host} could not be cleaned`));
   const audit = await VtpmClient.fromClient(engine.env.client, { uiUrl: 'http://127.0.0.1:8233' }).audit({ project: init.project });
   for (const f of audit.findings.filter((f) => f.instanceUuid === uuid && !documented(f))) problems.push(`audit: ${f.kind} ${f.resource} on ${f.host ?? 'the services'}: ${f.facts} (${where})`);
   if (audit.hostsUnreachable.length > 0) problems.push(`audit: hosts not audited: ${JSON.stringify(audit.hostsUnreachable)}`);
 
   // The TPM's content: a running guest read the value itself (which also waits until it wrote it
   // after its first boot), and every runnable copy holds it.
-  if (running.length === 1 && record.lifecycle !== 'error') {
+  // A guest that arrived by live migration never booted where it runs: its report is in the console
+  // log its source removed, so there the state's own NV value (below) is the check.
+  const last = record.completed.at(-1);
+  const arrivedLive = last?.operation === 'liveMigrate' && last.ok && running[0] === record.host;
+  if (running.length === 1 && record.lifecycle !== 'error' && !arrivedLive) {
     // A report caught while its boot is still writing it may lack the nvread line: read it again
     // for a while before calling it a problem, and then say everything the guest printed.
     let read: string | undefined;

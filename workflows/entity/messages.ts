@@ -10,6 +10,7 @@ import type {
   EvacuateRequest,
   HostReturnedRequest,
   InstanceStart,
+  LiveMigrateRequest,
   MigrateRequest,
   RebootRequest,
   RebuildRequest,
@@ -39,6 +40,7 @@ export const startUpdate = defineUpdate<OperationOutcome, [RequestOnly]>('start'
 export const rebootUpdate = defineUpdate<OperationOutcome, [RebootRequest]>('reboot');
 export const deleteUpdate = defineUpdate<OperationOutcome, [RequestOnly]>('delete');
 export const migrateUpdate = defineUpdate<OperationOutcome, [MigrateRequest]>('migrate');
+export const liveMigrateUpdate = defineUpdate<OperationOutcome, [LiveMigrateRequest]>('liveMigrate');
 export const resizeUpdate = defineUpdate<OperationOutcome, [ResizeRequest]>('resize');
 export const confirmMigrationUpdate = defineUpdate<OperationOutcome, [RequestOnly]>('confirmMigration');
 export const revertMigrationUpdate = defineUpdate<OperationOutcome, [RequestOnly]>('revertMigration');
@@ -76,6 +78,7 @@ export const entityUpdates = [
   rebootUpdate,
   deleteUpdate,
   migrateUpdate,
+  liveMigrateUpdate,
   resizeUpdate,
   confirmMigrationUpdate,
   revertMigrationUpdate,

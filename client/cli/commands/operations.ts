@@ -7,7 +7,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BootSpec } from '../../../domain/domain-xml';
 import { resolveVtpmRequestWithWarnings } from '../../../domain/vtpm-request';
-import type { BootRequest, RebuildRequest, ResizeRequest } from '../../../workflows/instance';
+import type { BootRequest, LiveMigrateRequest, RebuildRequest, ResizeRequest } from '../../../workflows/instance';
 import type { OperationHandle } from '../../operation-handle';
 import type { OperationRequest } from '../../vtpm-client';
 import { instanceUuid, keyValues, positionalCount, UsageError, wholeNumber, type OptionSpec } from '../args';
@@ -167,6 +167,21 @@ const simpleOperations: SimpleOperation[] = [
     flagsUsage: '(--to HOST | --candidate HOST ...) [--confirm-window SECONDS] [--shutdown-deadline SECONDS]',
     request: (c, requestId) => ({ requestId, ...targetOf(c, 'migrate'), ...confirmWindow(c), ...deadline(c) }),
     send: (c, uuid, request) => c.client.migrate(uuid, request),
+  },
+  {
+    name: 'live-migrate',
+    summary: 'move the running guest to another host while it runs, its vTPM state in the migration stream; the data left is shown live, and vtpmctl abort cancels the transfer',
+    options: { to: { type: 'string' }, bandwidth: { type: 'string' } },
+    flagsUsage: '--to HOST [--bandwidth MiB/s]',
+    request: (c, requestId) => {
+      const raw = flag(c, 'bandwidth');
+      return {
+        requestId,
+        target: requiredFlag(c, 'live-migrate', 'to', 'host-b'),
+        ...(raw === undefined ? {} : { maxBandwidthMiBps: wholeNumber('bandwidth', raw, 100, 1) }),
+      };
+    },
+    send: (c, uuid, request) => c.client.liveMigrate(uuid, request as unknown as LiveMigrateRequest),
   },
   {
     name: 'confirm-migration',
