@@ -5,6 +5,7 @@
  * refused requests; and the read side operators need: an instance's record, searches over the
  * search attributes, an operation's timeline, retries and the hosts' traits.
  */
+import { randomUUID } from 'node:crypto';
 import {
   Client,
   Connection,
@@ -45,6 +46,7 @@ import {
   operationQueueQuery,
   migrateUpdate,
   liveMigrateUpdate,
+  readIdentityUpdate,
   rebootUpdate,
   rebuildUpdate,
   resizeUpdate,
@@ -59,6 +61,7 @@ import {
   type EvacuateRequest,
   type MigrateRequest,
   type LiveMigrateRequest,
+  type InstanceIdentity,
   type OperationOutcome,
   type RebootRequest,
   type RebuildRequest,
@@ -382,6 +385,21 @@ export class VtpmClient {
       return await this.temporal.workflow.getHandle(instanceWorkflowId(instanceUuid)).executeUpdate(abortOperationUpdate, { args: [checked] });
     } catch (err) {
       throw await this.refusal(err, instanceUuid, abortOperationUpdate.name);
+    }
+  }
+
+  /**
+   * The vTPM's identity: its endorsement key (PEM and SHA-256 fingerprint), the EK and platform
+   * certificates, and the CA chain, read from the state on the instance's host between
+   * operations. The first read records the fingerprint; a later one that finds another EK is
+   * refused with IdentityMismatch (the state was swapped or replaced).
+   */
+  async identity(instanceUuid: string): Promise<InstanceIdentity> {
+    checkInstanceUuid(instanceUuid);
+    try {
+      return await this.temporal.workflow.getHandle(instanceWorkflowId(instanceUuid)).executeUpdate(readIdentityUpdate, { args: [{ requestId: randomUUID() }] });
+    } catch (err) {
+      throw await this.refusal(err, instanceUuid, readIdentityUpdate.name);
     }
   }
 

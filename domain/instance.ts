@@ -121,6 +121,12 @@ export interface InstanceRecord {
   /** Set when an older generation of the state was put in place (start's restore, evacuate). */
   tpmRollback: TpmRollback | null;
   /**
+   * SHA-256 of the vTPM's endorsement key (DER), recorded the first time its identity is read;
+   * a later read that finds another EK is refused as a swapped state. Null until then, and again
+   * after a TPM reset (absent in records made before it existed).
+   */
+  ekFingerprint?: string | null;
+  /**
    * Every host that may hold something of the instance: where it runs, a pending migration's
    * source, a host it was evacuated from, a failed target that could not be cleaned. A host
    * leaves the list only when it has been cleaned; delete visits all of them.

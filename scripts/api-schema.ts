@@ -38,6 +38,7 @@ export const updateMessages = {
   evacuate: { request: 'EvacuateRequest', result: outcome },
   abortOperation: { request: 'AbortRequest', result: 'string' },
   hostReturned: { request: 'HostReturnedRequest', result: '#/definitions/HostVerdict' },
+  readIdentity: { request: 'RequestOnly', result: 'InstanceIdentity' },
 };
 
 export const queryMessages = {

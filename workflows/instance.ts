@@ -36,6 +36,7 @@ import { checkAbortRequest, checkHostReturnedRequest, checkInstanceStart } from 
 import { describeFailure, fullyCompensated } from './failures';
 import { countOperation, recordOperationDuration, type OperationTags } from './metrics';
 import { isRefusal, refused, refusalOf, type EntityContext } from './entity/context';
+import { installIdentityHandler } from './entity/identity';
 import { installLiveMigrationHandler } from './entity/live-migration';
 import { installMoveHandlers } from './entity/moves';
 import { installPowerHandlers } from './entity/power';
@@ -95,6 +96,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
 
   const ctx: EntityContext = {
     record: () => record,
+    turn: inTurn,
     update: (change) => {
       record = change(record);
     },
@@ -225,6 +227,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
   installPowerHandlers(ctx);
   installMoveHandlers(ctx);
   installLiveMigrationHandler(ctx);
+  installIdentityHandler(ctx);
   installStorageHandlers(ctx);
   setHandler(instanceQuery, () => record);
   setHandler(operationQueueQuery, () => ({ running: runner.running, waiting: runner.waiting }));

@@ -24,6 +24,7 @@ import { LibvirtHost, type DomainStatus } from './libvirt-host';
 import { checkMigrationTarget, liveMigrate, settleOutgoingMigration, type LiveMigrationResult, type LiveMigrationTarget } from './live-migration';
 import { readEmulatorVersions, type EmulatorVersions } from './emulator-versions';
 import { probeState } from './swtpm-probe';
+import { readTpmIdentity as readIdentityOf, type TpmIdentity } from './tpm-identity';
 import { virsh } from './virsh';
 import { StateGenerations, type GenerationRecord } from './state-generations';
 import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
@@ -38,6 +39,7 @@ export type { HostHoldings } from './inventory';
 export type { PreflightFailure } from './preflight';
 export type { LiveMigrationResult, LiveMigrationTarget } from './live-migration';
 export type { EmulatorVersions } from './emulator-versions';
+export type { TpmIdentity } from './tpm-identity';
 
 /** What a live migration needs to know of each end, asked before anything moves. */
 export interface LiveMigrationFacts {
@@ -261,6 +263,17 @@ export function createHostActivities(deps: HostActivityDeps) {
         throw new PassphraseMismatch(`the key manager's passphrase for instance ${uuid} does not open its vTPM state on ${host.name} (swtpm: ${probe.reason}); the state is not moved with it`);
       }
       return { sha256: packState(current).sha256 };
+    },
+
+    /**
+     * The vTPM's identity (EK public key and fingerprint, EK and platform certificates, the CA
+     * chain), read from a private copy of the state as it is now, running or not.
+     */
+    async readTpmIdentity(input: { instanceUuid: string; secretRef: SecretRef }): Promise<TpmIdentity> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      const current = files.read(uuid);
+      if (current === null) throw new StateConflict(`instance ${uuid} has no vTPM state on ${host.name}`);
+      return readIdentityOf(current, await keyManager.getPassphrase(input.secretRef), workDir);
     },
 
     /** Hard stop, for hard reboot and for compensation. */

@@ -41,7 +41,7 @@ function run(command: string, args: string[], timeoutMs: number, signal: AbortSi
   });
 }
 
-function writePrivateCopy(files: readonly StateFile[], workRoot: string): string {
+export function writePrivateCopy(files: readonly StateFile[], workRoot: string): string {
   const { uid, gid } = tssIds();
   fs.mkdirSync(workRoot, { recursive: true, mode: 0o711 });
   const dir = fs.mkdtempSync(path.join(workRoot, 'probe-'));

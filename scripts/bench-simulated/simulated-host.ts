@@ -15,7 +15,7 @@
  * real `bench:scale` run, from a step-times file): it does its modelled work, then sleeps for
  * what is left of that time.
  */
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@temporalio/client';
@@ -27,6 +27,7 @@ import { KeyedMutex, lockPerInstance } from '../../activities/host/instance-lock
 import type { DomainStatus } from '../../activities/host/libvirt-host';
 import type { GenerationRecord } from '../../activities/host/state-generations';
 import type { HealthOutcome } from '../../activities/host/tpm-state-health';
+import { fingerprintOf } from '../../activities/host/tpm-identity';
 import type { ImageService } from '../../activities/image-service/image-service';
 import type { KeyManager } from '../../activities/key-manager/key-manager';
 import { packState, unpackState, type StateFile } from '../../domain/state-archive';
@@ -44,6 +45,17 @@ interface Held {
   generations: Array<GenerationRecord & { archive: Buffer }>;
   /** Set-aside state copies, by the path a real host would give them. */
   aside: Map<string, StateFile[]>;
+}
+
+/** A simulated instance's EK: an RSA key made once per instance, as swtpm_setup makes one per state. */
+const simulatedEks = new Map<string, string>();
+function simulatedEk(instanceUuid: string): string {
+  let pem = simulatedEks.get(instanceUuid);
+  if (pem === undefined) {
+    pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    simulatedEks.set(instanceUuid, pem);
+  }
+  return pem;
 }
 
 /** The size of a real TPM 2.0 state file of the test guest (tpm2-00.permall, swtpm 0.7). */
@@ -201,6 +213,12 @@ export class SimulatedHost {
         domain: await model.domainStatus(input),
       }),
       settleLiveMigration: async (input) => model.domainStatus(input),
+      readTpmIdentity: async (input) => {
+        if (this.of(input.instanceUuid).state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${this.name}`);
+        await this.keyManager.getPassphrase(input.secretRef);
+        const ekPublicPem = simulatedEk(input.instanceUuid);
+        return { ekPublicPem, ekFingerprintSha256: fingerprintOf(ekPublicPem), ekCertificatePem: null, platformCertificatePem: null, caChainPem: [] };
+      },
       proveStatePassphrase: async (input) => {
         const held = this.of(input.instanceUuid);
         if (held.state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${this.name}`);

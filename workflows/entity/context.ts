@@ -27,6 +27,8 @@ export interface EntityContext {
     body: () => Promise<OperationResult>,
     onFailure?: (r: InstanceRecord, err: unknown) => InstanceRecord,
   ): Promise<OperationOutcome>;
+  /** Runs `body` in the instance's turn, between operations, recording nothing by itself. */
+  turn<T>(label: string, body: () => Promise<T>): Promise<T>;
   child<A, R>(workflow: (input: A) => Promise<R>, operation: OperationName, requestId: string, input: A, memo: unknown): Promise<R>;
   /**
    * For Update validators: refuses at once, recording nothing. `rule` is the request's own rule (the

@@ -3,6 +3,7 @@
  * ids. The client imports these same symbols, so a request's shape is defined once.
  */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { TpmIdentity } from '../../activities/host/tpm-identity';
 import type { CompletedOperation, HostVerdict, InstanceRecord, OperationName } from '../../domain/instance';
 import type {
   AbortRequest,
@@ -48,6 +49,14 @@ export const rebuildUpdate = defineUpdate<OperationOutcome, [RebuildRequest]>('r
 export const shelveUpdate = defineUpdate<OperationOutcome, [ShelveRequest]>('shelve');
 export const unshelveUpdate = defineUpdate<OperationOutcome, [UnshelveRequest]>('unshelve');
 export const evacuateUpdate = defineUpdate<OperationOutcome, [EvacuateRequest]>('evacuate');
+/** The vTPM's identity as read from its state, with where and whether the record now holds its fingerprint. */
+export interface InstanceIdentity extends TpmIdentity {
+  instanceUuid: string;
+  host: string;
+  /** True when this read recorded the fingerprint (the first read since boot or a TPM reset). */
+  firstRecorded: boolean;
+}
+export const readIdentityUpdate = defineUpdate<InstanceIdentity, [RequestOnly]>('readIdentity');
 export const abortOperationUpdate = defineUpdate<string, [AbortRequest]>('abortOperation');
 export const instanceQuery = defineQuery<InstanceRecord>('instance');
 
@@ -88,4 +97,5 @@ export const entityUpdates = [
   evacuateUpdate,
   abortOperationUpdate,
   hostReturnedUpdate,
+  readIdentityUpdate,
 ] as const;

@@ -153,6 +153,8 @@ export function installMoveHandlers(ctx: EntityContext): void {
             migration: pending,
             stateGeneration: result.generation,
             stateSha256: change === 'carry' ? result.sha256 : null,
+            // A new TPM (added or reset) has a new endorsement key, recorded when it is first read.
+            ...(change === 'carry' ? {} : { ekFingerprint: null }),
           }),
         };
       },
@@ -295,7 +297,15 @@ export function installMoveHandlers(ctx: EntityContext): void {
           );
           return {
             message: `rebuilt from image ${request.image.id ?? '(unnamed)'}; ${result.tpmSetAsideTo ? `TPM reset, old state kept at ${result.tpmSetAsideTo}` : 'vTPM state kept'}`,
-            apply: (rec) => ({ ...rec, image: request.image, vtpm, guest, stateGeneration: result.generation, stateSha256: result.sha256 }),
+            apply: (rec) => ({
+              ...rec,
+              image: request.image,
+              vtpm,
+              guest,
+              stateGeneration: result.generation,
+              stateSha256: result.sha256,
+              ...(result.tpmSetAsideTo ? { ekFingerprint: null } : {}),
+            }),
           };
         },
         (rec, err) => afterFailedMove(rec, err, null),

@@ -1,4 +1,5 @@
-/** The commands that read (show, list, history, hosts) and the host fence commands. */
+/** The commands that read (show, identity, list, history, hosts) and the host fence commands. */
+import { X509Certificate } from 'node:crypto';
 import type { Lifecycle } from '../../../domain/instance';
 import { instanceUuid, positionalCount, UsageError, wholeNumber } from '../args';
 import type { Command } from '../command';
@@ -19,6 +20,29 @@ const showCommand: Command = {
     const record = await client.instance(uuid);
     const uiUrl = client.instanceUiUrl(uuid);
     out.result({ instance: record, uiUrl }, recordText(record, uiUrl));
+    return ExitCode.ok;
+  },
+};
+
+const identityCommand: Command = {
+  name: 'identity',
+  summary: "the vTPM's identity: endorsement key and its SHA-256 fingerprint, EK and platform certificates, CA chain (read from the state; a state whose EK is not the recorded one is refused)",
+  usage: 'identity <instance>',
+  options: {},
+  needsWorkers: true,
+  async run({ client, out, positionals }) {
+    const [raw] = positionalCount('identity', positionals, ['instance']);
+    const identity = await client.identity(instanceUuid(raw!));
+    const subjectOf = (pem: string | null) => (pem === null ? 'none' : `${new X509Certificate(pem).subject.replace(/\n/g, ', ')} (issued by ${new X509Certificate(pem).issuer.replace(/\n/g, ', ')})`);
+    out.result({ identity }, [
+      `instance ${identity.instanceUuid} on ${identity.host}`,
+      `EK fingerprint (SHA-256): ${identity.ekFingerprintSha256}${identity.firstRecorded ? ' (recorded now)' : ' (matches the record)'}`,
+      `EK certificate: ${subjectOf(identity.ekCertificatePem)}`,
+      `platform certificate: ${subjectOf(identity.platformCertificatePem)}`,
+      `CA chain: ${identity.caChainPem.length} certificate(s)`,
+      identity.ekPublicPem.trimEnd(),
+      ...(identity.ekCertificatePem === null ? [] : [identity.ekCertificatePem.trimEnd()]),
+    ].join('\n'));
     return ExitCode.ok;
   },
 };
@@ -124,4 +148,4 @@ function fenceCommand(name: 'fence-host' | 'unfence-host'): Command {
   };
 }
 
-export const inspectCommands: Command[] = [showCommand, listCommand, historyCommand, hostsCommand, fenceCommand('fence-host'), fenceCommand('unfence-host')];
+export const inspectCommands: Command[] = [showCommand, identityCommand, listCommand, historyCommand, hostsCommand, fenceCommand('fence-host'), fenceCommand('unfence-host')];
