@@ -2,7 +2,7 @@
  * The vTPM's identity on the real stack: `vtpmctl identity` reads the endorsement key, its
  * certificate and the CA chain from the state libvirt's swtpm_setup made, the certificate verifies
  * with openssl against that chain, the first read records the EK's fingerprint, the identity is the
- * same after a live migration and a cold migration, and a state swapped in under the same
+ * same after a live migration, a cold migration and shelve/unshelve, and a state swapped in under the same
  * passphrase (another EK) is refused as such.
  */
 import { execFileSync } from 'node:child_process';
@@ -15,7 +15,7 @@ import { createKeyManager } from '../../activities/key-manager/key-manager';
 import { tssIds } from '../../activities/host/tpm-state-files';
 import { loadConfig } from '../../config';
 import { OperationRefused, VtpmClient } from '../../client';
-import { bootUpdate, confirmMigrationUpdate, deleteUpdate, migrateUpdate, stopUpdate } from '../../workflows/instance';
+import { bootUpdate, confirmMigrationUpdate, deleteUpdate, migrateUpdate, shelveUpdate, stopUpdate, unshelveUpdate } from '../../workflows/instance';
 import { guestBootRequest, guestUp, leftovers, newInstance, recordOf, startEngine, startInstanceEntity, type Engine } from '../helpers/engine';
 import { ensureTestGuest } from '../helpers/guest';
 import { vtpmctlAt } from '../helpers/vtpmctl';
@@ -37,7 +37,7 @@ afterAll(async () => {
 const fingerprint = (pem: string) => createHash('sha256').update(createPublicKey(pem).export({ type: 'spki', format: 'der' })).digest('hex');
 
 describe("the vTPM's identity", () => {
-  it('is read from the state, verifies against its CA, is recorded at the first read, survives live and cold migration, and a swapped-in state is refused', async () => {
+  it('is read from the state, verifies against its CA, is recorded at the first read, survives live and cold migration and shelve/unshelve, and a swapped-in state is refused', async () => {
     const init = newInstance(engine, 'identity');
     const handle = await startInstanceEntity(engine, init);
     const request = guestBootRequest(engine, 'host-a', 'id-nv');
@@ -76,6 +76,10 @@ describe("the vTPM's identity", () => {
       await handle.executeUpdate(migrateUpdate, { args: [{ requestId: randomUUID(), target: 'host-a', shutdownDeadlineSeconds: 1 }] });
       await handle.executeUpdate(confirmMigrationUpdate, { args: [{ requestId: randomUUID() }] });
       expect(await client.identity(uuid)).toMatchObject({ host: 'host-a', ekFingerprintSha256: first.ekFingerprintSha256, firstRecorded: false });
+      // And after shelve and unshelve, the state through the image service.
+      await handle.executeUpdate(shelveUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
+      await handle.executeUpdate(unshelveUpdate, { args: [{ requestId: randomUUID(), host: 'host-b' }] });
+      expect(await client.identity(uuid)).toMatchObject({ host: 'host-b', ekFingerprintSha256: first.ekFingerprintSha256, ekCertificatePem: first.ekCertificatePem, firstRecorded: false });
 
       // A state with another EK under the same passphrase, swapped in while the guest is off.
       await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
@@ -84,7 +88,7 @@ describe("the vTPM's identity", () => {
       const passphraseFile = path.join(swapped, 'passphrase');
       fs.writeFileSync(passphraseFile, await createKeyManager(config).getPassphrase(record.secret!.ref), { mode: 0o600 });
       execFileSync('swtpm_setup', ['--tpm2', '--tpm-state', swapped, '--createek', '--pwdfile', passphraseFile, '--cipher', 'aes-256-cbc', '--overwrite'], { stdio: 'pipe' });
-      const stateFile = path.join(config.hosts[0]!.swtpmStateDir, uuid, 'tpm2', 'tpm2-00.permall');
+      const stateFile = path.join(config.hosts.find((h) => h.name === record.host)!.swtpmStateDir, uuid, 'tpm2', 'tpm2-00.permall');
       fs.copyFileSync(path.join(swapped, 'tpm2-00.permall'), stateFile);
       const { uid, gid } = tssIds();
       fs.chownSync(stateFile, uid, gid);
