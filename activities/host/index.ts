@@ -24,7 +24,7 @@ import { LibvirtHost, type DomainStatus } from './libvirt-host';
 import { checkMigrationTarget, liveMigrate, settleOutgoingMigration, type LiveMigrationResult, type LiveMigrationTarget } from './live-migration';
 import { readEmulatorVersions, type EmulatorVersions } from './emulator-versions';
 import { probeState } from './swtpm-probe';
-import { readTpmIdentity as readIdentityOf, type TpmIdentity } from './tpm-identity';
+import { IdentityMismatch, IdentityUnreadable, NoEndorsementKey, readTpmIdentity as readIdentityOf, type TpmIdentity } from './tpm-identity';
 import { virsh } from './virsh';
 import { StateGenerations, type GenerationRecord } from './state-generations';
 import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
@@ -300,10 +300,34 @@ export function createHostActivities(deps: HostActivityDeps) {
       return generations.save(input.instanceUuid, input.generation, packState(state), new Date().toISOString());
     },
 
-    async checkTpmStateHealth(input: { instanceUuid: string; expected: ExpectedState | null; secretRef: SecretRef }): Promise<HealthOutcome> {
-      checkInstanceUuid(input.instanceUuid);
+    /**
+     * The check before every start (see tpm-state-health.ts). With `ekFingerprint` (the record's,
+     * once the identity was read) the state's endorsement key is checked first: a state that opens
+     * with the passphrase but holds another EK was swapped in from elsewhere, and is refused like
+     * tampering, with nothing restored over it or moved. A state that does not open is left to the
+     * health check, which restores a kept generation.
+     */
+    async checkTpmStateHealth(input: { instanceUuid: string; expected: ExpectedState | null; secretRef: SecretRef; ekFingerprint?: string | null }): Promise<HealthOutcome> {
+      const uuid = checkInstanceUuid(input.instanceUuid);
       const passphrase = await keyManager.getPassphrase(input.secretRef);
-      return checkStateHealth({ files, generations, probeDir: workDir }, input.instanceUuid, input.expected, passphrase);
+      const current = input.ekFingerprint ? files.read(uuid) : null;
+      if (current !== null) {
+        progress("checking the state's endorsement key against the record");
+        const found = await readIdentityOf(current, passphrase, workDir, []).then(
+          (identity) => identity.ekFingerprintSha256,
+          (err: unknown) => {
+            if (err instanceof IdentityUnreadable || err instanceof NoEndorsementKey) return null;
+            throw err;
+          },
+        );
+        if (found !== null && found !== input.ekFingerprint) {
+          throw new IdentityMismatch(
+            `the vTPM state of instance ${uuid} on ${host.name} has endorsement key ${found}, not the ${input.ekFingerprint} its record holds: ` +
+              `the state was swapped or replaced, and the guest is not started on it; nothing was restored over it ('vtpmctl audit' shows the instance's copies)`,
+          );
+        }
+      }
+      return checkStateHealth({ files, generations, probeDir: workDir }, uuid, input.expected, passphrase);
     },
 
     /** Packs the current state and stores it in the image service. */

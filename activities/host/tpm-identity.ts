@@ -40,6 +40,12 @@ export class NoEndorsementKey extends Error {
   readonly retryable = false;
 }
 
+/** The state's endorsement key is not the one the instance's record holds: a swapped or replaced state. */
+export class IdentityMismatch extends Error {
+  override readonly name = 'IdentityMismatch';
+  readonly retryable = false;
+}
+
 /** swtpm could not open the state with the passphrase given. */
 export class IdentityUnreadable extends Error {
   override readonly name = 'IdentityUnreadable';

@@ -3,7 +3,7 @@
  * certificate and the CA chain from the state libvirt's swtpm_setup made, the certificate verifies
  * with openssl against that chain, the first read records the EK's fingerprint, the identity is the
  * same after a live migration, a cold migration and shelve/unshelve, and a state swapped in under the same
- * passphrase (another EK) is refused as such.
+ * passphrase (another EK) is refused as such, by the identity read and by the start.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, createPublicKey, randomUUID, X509Certificate } from 'node:crypto';
@@ -15,7 +15,8 @@ import { createKeyManager } from '../../activities/key-manager/key-manager';
 import { tssIds } from '../../activities/host/tpm-state-files';
 import { loadConfig } from '../../config';
 import { OperationRefused, VtpmClient } from '../../client';
-import { bootUpdate, confirmMigrationUpdate, deleteUpdate, migrateUpdate, shelveUpdate, stopUpdate, unshelveUpdate } from '../../workflows/instance';
+import { bootUpdate, confirmMigrationUpdate, deleteUpdate, migrateUpdate, shelveUpdate, startUpdate, stopUpdate, unshelveUpdate } from '../../workflows/instance';
+import { LibvirtHost } from '../../activities/host/libvirt-host';
 import { guestBootRequest, guestUp, leftovers, newInstance, recordOf, startEngine, startInstanceEntity, type Engine } from '../helpers/engine';
 import { ensureTestGuest } from '../helpers/guest';
 import { vtpmctlAt } from '../helpers/vtpmctl';
@@ -37,7 +38,7 @@ afterAll(async () => {
 const fingerprint = (pem: string) => createHash('sha256').update(createPublicKey(pem).export({ type: 'spki', format: 'der' })).digest('hex');
 
 describe("the vTPM's identity", () => {
-  it('is read from the state, verifies against its CA, is recorded at the first read, survives live and cold migration and shelve/unshelve, and a swapped-in state is refused', async () => {
+  it('is read from the state, verifies against its CA, is recorded at the first read, survives live and cold migration and shelve/unshelve, and a swapped-in state is refused by the identity read and by the start', async () => {
     const init = newInstance(engine, 'identity');
     const handle = await startInstanceEntity(engine, init);
     const request = guestBootRequest(engine, 'host-a', 'id-nv');
@@ -103,6 +104,16 @@ describe("the vTPM's identity", () => {
       expect(cli.stderr).toContain('(IdentityMismatch)');
       // The record still holds the fingerprint of the instance's own EK.
       expect((await recordOf(handle)).ekFingerprint).toBe(first.ekFingerprintSha256);
+      // A start checks the EK before anything else: refused, nothing restored over the swapped
+      // state (its digest differs from the record's too, which alone would restore a kept generation).
+      const swappedDigest = createHash('sha256').update(fs.readFileSync(stateFile)).digest('hex');
+      await expect(handle.executeUpdate(startUpdate, { args: [{ requestId: randomUUID() }] })).rejects.toMatchObject({
+        cause: { type: 'IdentityMismatch', message: expect.stringContaining('the guest is not started on it') },
+      });
+      const host = config.hosts.find((h) => h.name === record.host)!;
+      expect((await new LibvirtHost(host.libvirtUri).domainStatus(uuid))?.state).toBe('shut off');
+      expect(createHash('sha256').update(fs.readFileSync(stateFile)).digest('hex'), 'the swapped state, untouched').toBe(swappedDigest);
+      expect(await recordOf(handle)).toMatchObject({ lifecycle: 'stopped', lastError: { operation: 'start', type: 'IdentityMismatch' } });
     } finally {
       await handle.executeUpdate(deleteUpdate, { args: [{ requestId: randomUUID() }] }).catch(() => undefined);
     }

@@ -123,6 +123,7 @@ export function installMoveHandlers(ctx: EntityContext): void {
             nextGeneration: r.stateGeneration + 1,
             shutdownDeadlineSeconds: request.shutdownDeadlineSeconds ?? DEFAULT_SHUTDOWN_DEADLINE_SECONDS,
             asideTag,
+            ...(change === 'carry' && r.ekFingerprint ? { ekFingerprint: r.ekFingerprint } : {}),
           },
           request,
         );

@@ -110,6 +110,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
             secret: r.secret,
             secretSecurity: r.vtpm?.secretSecurity ?? null,
             expected: r.stateSha256 ? { generation: r.stateGeneration, sha256: r.stateSha256 } : null,
+            ...(r.ekFingerprint ? { ekFingerprint: r.ekFingerprint } : {}),
           },
           request,
         );

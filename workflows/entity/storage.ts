@@ -88,6 +88,7 @@ export function installStorageHandlers(ctx: EntityContext): void {
               secretSecurity: r.vtpm?.secretSecurity ?? null,
               stored: r.shelved,
               deleteStoredAfterStart: true,
+              ...(r.ekFingerprint ? { ekFingerprint: r.ekFingerprint } : {}),
             },
             request,
           );

@@ -38,6 +38,8 @@ export interface MigrateInput {
   shutdownDeadlineSeconds: number;
   /** Names the set-aside of a reset, so its undo finds it even when the step's result was lost. */
   asideTag: string;
+  /** The record's EK fingerprint when the state is carried and its identity was read: the target's copy must have that EK. */
+  ekFingerprint?: string | null;
 }
 
 export interface MigrateResult {
@@ -134,6 +136,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
           instanceUuid: input.instanceUuid,
           expected: taken.sha256 ? { generation: taken.generation, sha256: taken.sha256 } : null,
           secretRef: secret.ref,
+          ...(input.ekFingerprint ? { ekFingerprint: input.ekFingerprint } : {}),
         });
       }
       step = 'startDomain';

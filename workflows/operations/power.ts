@@ -60,6 +60,7 @@ export async function startInstance(input: StartInput): Promise<StartResult> {
         instanceUuid: input.instanceUuid,
         expected: input.expected,
         secretRef: input.secret.ref,
+        ...(input.ekFingerprint ? { ekFingerprint: input.ekFingerprint } : {}),
       });
       result =
         health.outcome === 'restored'

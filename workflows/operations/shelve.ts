@@ -89,6 +89,8 @@ export interface UnshelveInput {
   stored: StoredState | null;
   /** Unshelve deletes the archive once the guest runs from it; evacuate keeps its backup. */
   deleteStoredAfterStart: boolean;
+  /** For unshelve, the record's EK fingerprint once its identity was read: the archive's state must have that EK. */
+  ekFingerprint?: string | null;
 }
 
 /**
@@ -120,6 +122,7 @@ export async function unshelveInstance(input: UnshelveInput): Promise<{ storedDe
         instanceUuid: input.instanceUuid,
         expected: { generation: input.stored.generation, sha256: input.stored.sha256 },
         secretRef: input.secret.ref,
+        ...(input.ekFingerprint ? { ekFingerprint: input.ekFingerprint } : {}),
       });
     }
     step = 'startDomain';

@@ -40,6 +40,8 @@ export interface StartInput extends InstanceTarget {
   secret: InstanceSecret | null;
   secretSecurity: SecretSecurity | null;
   expected: { generation: number; sha256: string } | null;
+  /** The record's EK fingerprint, when its identity was read: the state must still have that EK. */
+  ekFingerprint?: string | null;
 }
 
 export interface StartResult {
