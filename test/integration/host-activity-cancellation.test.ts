@@ -133,7 +133,8 @@ describe('the swtpm probe', () => {
     const abort = new AbortController();
 
     const probing = probeState(state, passphrase, probeRoot, { signal: abort.signal });
-    const [swtpm] = processesMentioning(probeRoot);
+    // Until the forked child has exec'd setpriv, its command line is still node's.
+    const [swtpm] = await waitForProcesses(probeRoot, 1, 5_000);
     expect(swtpm?.cmdline).toMatch(/swtpm socket/);
     abort.abort();
 
