@@ -66,14 +66,31 @@ function ticks(host: LocalHost, instanceUuid: string): Tick[] {
   return [...text.matchAll(/VTPM-TEST tick=(\d+) boot=([0-9a-f]{8}) nv=(\S+)/g)].map((m) => ({ n: Number(m[1]), boot: m[2]!, nv: m[3]! }));
 }
 
-async function ticksPast(host: LocalHost, instanceUuid: string, after: number, deadlineMs = 60_000): Promise<Tick[]> {
+async function ticksPast(host: LocalHost, instanceUuid: string, after: number, deadlineMs = 120_000): Promise<Tick[]> {
   const until = Date.now() + deadlineMs;
   for (;;) {
     const seen = ticks(host, instanceUuid);
     if (seen.some((t) => t.n > after + 2)) return seen;
-    if (Date.now() > until) throw new Error(`no tick past ${after + 2} on ${host.name} within ${deadlineMs / 1000} s; seen: ${JSON.stringify(seen.slice(-3))}`);
+    if (Date.now() > until) {
+      throw new Error(`no tick past ${after + 2} on ${host.name} within ${deadlineMs / 1000} s; seen: ${JSON.stringify(seen.slice(-3))}\n${await whatTheHostShows(host, instanceUuid)}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
+}
+
+/** For a guest that went quiet: its domain's state and the ends of its console log and QEMU log. */
+async function whatTheHostShows(host: LocalHost, instanceUuid: string): Promise<string> {
+  const tail = (file: string, bytes = 600) => {
+    if (!fs.existsSync(file)) return `(${file} does not exist)`;
+    const text = fs.readFileSync(file, 'latin1');
+    return `${file} (${text.length} bytes): ${JSON.stringify(text.slice(-bytes))}`;
+  };
+  const status = await new LibvirtHost(host.libvirtUri).domainStatus(instanceUuid).catch((e: Error) => e.message);
+  const qemuLogs = host.libvirtUri === 'qemu:///system' ? '/var/log/libvirt/qemu' : path.join(config.dataDir, host.name, 'log', 'libvirt', 'qemu');
+  const qemuLog = fs.existsSync(qemuLogs)
+    ? fs.readdirSync(qemuLogs).map((f) => path.join(qemuLogs, f)).find((f) => f.endsWith('.log') && fs.readFileSync(f, 'latin1').includes(instanceUuid))
+    : undefined;
+  return [`domain on ${host.name}: ${JSON.stringify(status)}`, tail(serialLogPath(host.agentDir, instanceUuid)), qemuLog ? tail(qemuLog, 1500) : `no QEMU log in ${qemuLogs} names ${instanceUuid}`].join('\n');
 }
 
 const target = (host: LocalHost, instanceUuid: string) => ({
