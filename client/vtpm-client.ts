@@ -50,6 +50,7 @@ import {
   rebootUpdate,
   rebuildUpdate,
   resizeUpdate,
+  restoreTpmUpdate,
   revertMigrationUpdate,
   shelveUpdate,
   startUpdate,
@@ -67,6 +68,7 @@ import {
   type RebuildRequest,
   type RequestOnly,
   type ResizeRequest,
+  type RestoreTpmRequest,
   type ShelveRequest,
   type StopRequest,
   type UnshelveRequest,
@@ -358,6 +360,15 @@ export class VtpmClient {
 
   rebuild(instanceUuid: string, request: RebuildRequest): Promise<OperationHandle> {
     return this.send(rebuildUpdate.name, instanceUuid, request as RebuildRequest & OperationRequest);
+  }
+
+  /**
+   * Brings back the vTPM state a TPM reset (or an earlier restore) set aside on the instance's
+   * host, named as the record's `tpmsSetAside` lists it; the guest must be stopped. The state in
+   * place is set aside in its turn, as `restore-<requestId>`.
+   */
+  restoreTpm(instanceUuid: string, request: RestoreTpmRequest): Promise<OperationHandle> {
+    return this.send(restoreTpmUpdate.name, instanceUuid, request as RestoreTpmRequest & OperationRequest);
   }
 
   shelve(instanceUuid: string, request: ShelveRequest): Promise<OperationHandle> {

@@ -4,6 +4,7 @@
  * entity workflow, its validators and the CLI share one definition.
  */
 import type { BootSpec, VtpmDevice } from './domain-xml';
+import type { TpmModel, TpmVersion } from './vtpm-vocabulary';
 import type { FlavorRequest } from './requests';
 import type { ImageInput, VtpmRequest } from './vtpm-request';
 
@@ -30,6 +31,7 @@ export type OperationName =
   | 'confirmMigration'
   | 'revertMigration'
   | 'rebuild'
+  | 'restoreTpm'
   | 'shelve'
   | 'unshelve'
   | 'evacuate';
@@ -75,6 +77,40 @@ export interface TpmRollback {
   /** What made it necessary: the damage the health check found, or the lost host. */
   why: string;
   at: string;
+}
+
+/**
+ * A vTPM state a TPM reset set aside on the instance's host (or one a restore displaced), kept
+ * there, never deleted, until the instance leaves that host for good: what restore-tpm brings back.
+ */
+export interface SetAsideTpm {
+  /** `reset-<request id>` or `restore-<request id>`: the tag of its folder under the host's `.aside/`. */
+  id: string;
+  host: string;
+  /** The operation that set it aside. */
+  by: OperationName;
+  at: string;
+  /** The TPM it is the state of: it serves only a vTPM of the same version and model. */
+  tpm: { version: TpmVersion; model: TpmModel };
+  /** SHA-256 of its endorsement key, when it was read (null for a TPM 1.2 state, or one never read). */
+  ekFingerprint: string | null;
+  /** The generation and digest it had: a restore proves it brought back exactly these bytes. */
+  stateGeneration: number;
+  stateSha256: string;
+}
+
+/** How many set-aside states the record lists; older ones stay on their host, unlisted. */
+export const SET_ASIDE_LISTED = 20;
+
+/** The record with `entry` listed among its set-aside states (newest last). */
+export function listSetAside(record: InstanceRecord, entry: SetAsideTpm): InstanceRecord {
+  return { ...record, tpmsSetAside: [...(record.tpmsSetAside ?? []).filter((e) => e.id !== entry.id), entry].slice(-SET_ASIDE_LISTED) };
+}
+
+/** The record after the instance left `host` for good: what was set aside there went with it. */
+export function forgetSetAsideOn(record: InstanceRecord, host: string): InstanceRecord {
+  const kept = (record.tpmsSetAside ?? []).filter((e) => e.host !== host);
+  return kept.length === (record.tpmsSetAside ?? []).length ? record : { ...record, tpmsSetAside: kept };
 }
 
 /** Names the instance's passphrase in the key manager; holds none of it. */
@@ -126,6 +162,8 @@ export interface InstanceRecord {
    * after a TPM reset (absent in records made before it existed).
    */
   ekFingerprint?: string | null;
+  /** The vTPM states TPM resets set aside, oldest first (absent in records made before it existed). */
+  tpmsSetAside?: SetAsideTpm[];
   /**
    * Every host that may hold something of the instance: where it runs, a pending migration's
    * source, a host it was evacuated from, a failed target that could not be cleaned. A host
@@ -164,6 +202,8 @@ const allowedIn: Record<OperationName, readonly Lifecycle[]> = {
   confirmMigration: ['verify-migration'],
   revertMigration: ['verify-migration'],
   rebuild: ['active', 'stopped'],
+  // The state is swapped only while no swtpm runs on it.
+  restoreTpm: ['stopped'],
   shelve: ['active', 'stopped'],
   unshelve: ['shelved'],
   evacuate: ['active', 'stopped', 'error'],
@@ -180,6 +220,7 @@ const whatToDo: Record<OperationName, string> = {
   confirmMigration: 'there is no migration waiting for confirmation',
   revertMigration: 'there is no migration waiting for confirmation',
   rebuild: 'confirm or revert the pending migration, or unshelve it first',
+  restoreTpm: "stop the guest first (vtpmctl stop): a vTPM state is swapped only while no swtpm runs on it",
   shelve: 'it is already shelved, or a migration waits for confirmation',
   unshelve: 'it is not shelved',
   evacuate: 'evacuate moves an instance off a failed host; it has none',
@@ -214,9 +255,9 @@ export function touchHost(record: InstanceRecord, host: string): InstanceRecord 
   return hosts.includes(host) ? record : { ...record, hosts: [...hosts, host] };
 }
 
-/** The record after `host` has been cleaned of the instance. */
+/** The record after `host` has been cleaned of the instance (with what was set aside there). */
 export function leaveHost(record: InstanceRecord, host: string): InstanceRecord {
-  return { ...record, hosts: (record.hosts ?? []).filter((h) => h !== host) };
+  return forgetSetAsideOn({ ...record, hosts: (record.hosts ?? []).filter((h) => h !== host) }, host);
 }
 
 /** Throws OperationRefused, with what to do instead, when the operation cannot run now. */

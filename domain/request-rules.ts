@@ -37,6 +37,7 @@ import type {
   MigrateRequest,
   RebootRequest,
   RebuildRequest,
+  RestoreTpmRequest,
   RequestOnly,
   ResizeRequest,
   ShelveRequest,
@@ -76,6 +77,7 @@ export const REQUEST_FIELDS = {
   confirmMigration: ['requestId'],
   revertMigration: ['requestId'],
   rebuild: ['requestId', 'image', 'boot', 'resetTpm', 'shutdownDeadlineSeconds'],
+  restoreTpm: ['requestId', 'from'],
   shelve: ['requestId', 'shutdownDeadlineSeconds'],
   unshelve: ['requestId', 'host'],
   evacuate: ['requestId', 'target', 'sourceHostDown'],
@@ -220,6 +222,18 @@ export function checkRebuildRequest(value: unknown): RebuildRequest {
   };
 }
 
+/** The id of a set-aside vTPM state: the operation that set it aside and that operation's request id. */
+const SET_ASIDE_ID_PATTERN = /^(reset|restore)-[A-Za-z0-9._:-]{1,128}$/;
+
+export function checkRestoreTpmRequest(value: unknown): RestoreTpmRequest {
+  const request = objectOf(value, '', 'a restore-tpm request', REQUEST_FIELDS.restoreTpm);
+  const from = ownValue(request, 'from');
+  if (typeof from !== 'string' || !SET_ASIDE_ID_PATTERN.test(from)) {
+    throw new InvalidRequest('from', `must name a set-aside vTPM state as 'vtpmctl show' lists it (reset-<request id> or restore-<request id>), got ${quote(from)}`);
+  }
+  return { requestId: checkRequestId(ownValue(request, 'requestId')), from };
+}
+
 export function checkUnshelveRequest(value: unknown): UnshelveRequest {
   const request = objectOf(value, '', 'an unshelve request', REQUEST_FIELDS.unshelve);
   return { requestId: checkRequestId(ownValue(request, 'requestId')), host: checkHostName(ownValue(request, 'host')) };
@@ -263,6 +277,7 @@ const REQUEST_RULES: { readonly [K in RequestKind]: (value: unknown) => { reques
   confirmMigration: checkConfirmMigrationRequest,
   revertMigration: checkRevertMigrationRequest,
   rebuild: checkRebuildRequest,
+  restoreTpm: checkRestoreTpmRequest,
   shelve: checkShelveRequest,
   unshelve: checkUnshelveRequest,
   evacuate: checkEvacuateRequest,

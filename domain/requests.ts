@@ -89,6 +89,12 @@ export interface RebuildRequest {
   shutdownDeadlineSeconds?: number;
 }
 
+/** Brings back a vTPM state a reset (or an earlier restore) set aside; `from` is its id in the record. */
+export interface RestoreTpmRequest {
+  requestId: string;
+  from: string;
+}
+
 export interface ShelveRequest {
   requestId: string;
   shutdownDeadlineSeconds?: number;

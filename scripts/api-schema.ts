@@ -33,6 +33,7 @@ export const updateMessages = {
   confirmMigration: { request: 'RequestOnly', result: outcome },
   revertMigration: { request: 'RequestOnly', result: outcome },
   rebuild: { request: 'RebuildRequest', result: outcome },
+  restoreTpm: { request: 'RestoreTpmRequest', result: outcome },
   shelve: { request: 'ShelveRequest', result: outcome },
   unshelve: { request: 'UnshelveRequest', result: outcome },
   evacuate: { request: 'EvacuateRequest', result: outcome },

@@ -8,5 +8,6 @@ export { stopInstance, startInstance, rebootInstance } from './operations/power'
 export { deleteInstance } from './operations/delete';
 export { migrateInstance, confirmMigration, revertMigration } from './operations/migrate';
 export { liveMigrateInstance } from './operations/live-migrate';
+export { restoreTpmInstance } from './operations/restore-tpm';
 export { rebuildInstance } from './operations/rebuild';
 export { shelveInstance, unshelveInstance } from './operations/shelve';

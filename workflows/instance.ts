@@ -40,6 +40,7 @@ import { installIdentityHandler } from './entity/identity';
 import { installLiveMigrationHandler } from './entity/live-migration';
 import { installMoveHandlers } from './entity/moves';
 import { installPowerHandlers } from './entity/power';
+import { installRestoreTpmHandler } from './entity/tpm-restore';
 import { OneAtATime, QueueFull } from './entity/runner';
 import { installStorageHandlers } from './entity/storage';
 import {
@@ -228,6 +229,7 @@ export async function instance(init: InstanceInit): Promise<InstanceRecord> {
   installMoveHandlers(ctx);
   installLiveMigrationHandler(ctx);
   installIdentityHandler(ctx);
+  installRestoreTpmHandler(ctx);
   installStorageHandlers(ctx);
   setHandler(instanceQuery, () => record);
   setHandler(operationQueueQuery, () => ({ running: runner.running, waiting: runner.waiting }));

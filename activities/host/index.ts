@@ -29,7 +29,7 @@ import { virsh } from './virsh';
 import { StateGenerations, type GenerationRecord } from './state-generations';
 import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
 import { runPreflight } from './preflight';
-import { NotAnAsideFolder, StateConflict, TpmStateFiles } from './tpm-state-files';
+import { NotAnAsideFolder, StateConflict, StateMismatch, TpmStateFiles } from './tpm-state-files';
 
 export type { HostFacts } from './describe-host';
 export type { HealthOutcome, ExpectedState } from './tpm-state-health';
@@ -293,11 +293,20 @@ export function createHostActivities(deps: HostActivityDeps) {
     },
 
     /** Records the current state as a generation on this host (taken at every stop). */
-    async snapshotTpmState(input: { instanceUuid: string; generation: number }): Promise<GenerationRecord> {
+    /**
+     * Saves the state in place as a generation. With `onlyIfSha256`, a state with other bytes is
+     * refused (StateMismatch) and nothing is saved: restore-tpm proves it brought back what was
+     * set aside before that becomes a generation a start could restore.
+     */
+    async snapshotTpmState(input: { instanceUuid: string; generation: number; onlyIfSha256?: string }): Promise<GenerationRecord> {
       const state = files.read(checkInstanceUuid(input.instanceUuid));
       if (state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${host.name} to snapshot`);
+      const packed = packState(state);
+      if (input.onlyIfSha256 !== undefined && packed.sha256 !== input.onlyIfSha256) {
+        throw new StateMismatch(`the state of instance ${input.instanceUuid} on ${host.name} has digest ${packed.sha256}, not ${input.onlyIfSha256}; it was not saved`);
+      }
       progress(`saving the state as generation ${input.generation}`);
-      return generations.save(input.instanceUuid, input.generation, packState(state), new Date().toISOString());
+      return generations.save(input.instanceUuid, input.generation, packed, new Date().toISOString());
     },
 
     /**
@@ -429,19 +438,29 @@ export function createHostActivities(deps: HostActivityDeps) {
      * the old one returns. Named by the path setAsideTpmState returned, or by the `why` it was given
      * (`tag`), which an undo registered before the step can know: with a tag, nothing set aside
      * under it means the step never ran (or the restore already did) and there is nothing to do.
+     * The displaced state is tagged `displacedAs` (restore-tpm names it so it can be brought back
+     * in its turn). `restored` says whether this call moved a folder back; `displacedFound` whether
+     * a folder tagged `displacedAs` exists afterwards, which tells a retry that an earlier try did.
      */
-    async restoreAsideTpmState(input: { instanceUuid: string; asidePath?: string; tag?: string }): Promise<void> {
+    async restoreAsideTpmState(input: {
+      instanceUuid: string;
+      asidePath?: string;
+      tag?: string;
+      displacedAs?: string;
+    }): Promise<{ restored: boolean; displacedTo: string | null; displacedFound: boolean }> {
       const uuid = checkInstanceUuid(input.instanceUuid);
       if ((input.asidePath === undefined) === (input.tag === undefined)) {
         throw new NotAnAsideFolder(`restoring the state of instance ${uuid} needs either asidePath or tag, not ${input.asidePath === undefined ? 'neither' : 'both'}`);
       }
+      const displacedFound = () => input.displacedAs !== undefined && files.newestAsideTagged(uuid, input.displacedAs) !== null;
       const asidePath = input.asidePath ?? files.newestAsideTagged(uuid, input.tag!);
-      if (asidePath === null) return;
+      if (asidePath === null) return { restored: false, displacedTo: null, displacedFound: displacedFound() };
       const status = await libvirt.domainStatus(uuid);
       if (status !== null && status.state !== 'shut off') {
         throw new StateConflict(`instance ${uuid} is ${status.state} on ${host.name}: its state cannot be swapped under a running swtpm; stop it first`);
       }
-      files.restoreAside(uuid, asidePath);
+      const { restored, displacedTo } = files.restoreAside(uuid, asidePath, input.displacedAs);
+      return { restored, displacedTo, displacedFound: displacedFound() };
     },
 
     /**

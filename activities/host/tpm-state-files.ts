@@ -23,6 +23,12 @@ export class StateConflict extends Error {
   readonly retryable = false;
 }
 
+/** A state whose bytes are not the ones a step was told to expect. */
+export class StateMismatch extends Error {
+  override readonly name = 'StateMismatch';
+  readonly retryable = false;
+}
+
 /** A path offered as an instance's set-aside state that is not one on this host. */
 export class NotAnAsideFolder extends Error {
   override readonly name = 'NotAnAsideFolder';
@@ -154,9 +160,10 @@ export class TpmStateFiles {
    * Puts a set-aside state back as the instance's state: whatever state is in place is set aside
    * first (never deleted), then the folder is renamed back and given the ownership and modes swtpm
    * needs. Returns where the displaced state went, or null when there was none. A retry after the
-   * rename finds the aside folder gone and the state in place, and succeeds.
+   * rename finds the aside folder gone and the state in place, and succeeds. The displaced state's
+   * folder is tagged `displacedWhy`.
    */
-  restoreAside(instanceUuid: string, asidePath: string): { displacedTo: string | null; restored: boolean } {
+  restoreAside(instanceUuid: string, asidePath: string, displacedWhy = 'displaced-by-restore'): { displacedTo: string | null; restored: boolean } {
     const source = this.checkAsideFolder(instanceUuid, asidePath);
     const target = this.instanceDir(instanceUuid);
     if (source === null) {
@@ -164,7 +171,7 @@ export class TpmStateFiles {
       throw new NotAnAsideFolder(`${asidePath} does not exist, and instance ${instanceUuid} has no state in place that it could have become`);
     }
     this.checkStateTree(source);
-    const displacedTo = this.moveAside(instanceUuid, 'displaced-by-restore');
+    const displacedTo = this.moveAside(instanceUuid, displacedWhy);
     fs.renameSync(source, target);
     this.ownAsState(target);
     fsyncPath(this.swtpmStateDir);

@@ -72,6 +72,17 @@ export function recordText(record: InstanceRecord, uiUrl: string): string {
     `  vTPM        ${vtpm}`,
     `  state       generation ${record.stateGeneration}${record.stateSha256 ? `, sha256 ${record.stateSha256.slice(0, 16)}…` : ''}`,
   ];
+  if (record.vtpm) lines.push(`  EK          ${record.ekFingerprint ? `SHA-256 ${record.ekFingerprint}` : 'not recorded yet (vtpmctl identity reads and records it)'}`);
+  const setAside = record.tpmsSetAside ?? [];
+  if (setAside.length > 0) {
+    lines.push('  vTPM states set aside (vtpmctl restore-tpm <instance> --from ID brings one back):');
+    lines.push(
+      table(
+        ['    ID', 'HOST', 'BY', 'AT', 'GENERATION', 'EK (SHA-256)'],
+        setAside.map((e) => [`    ${e.id}`, e.host, e.by, time(e.at), String(e.stateGeneration), e.ekFingerprint ?? 'unknown']),
+      ),
+    );
+  }
   const extra = record as unknown as Record<string, unknown>;
   const migration = extra.migration as { source?: string; target?: string } | null | undefined;
   if (migration) lines.push(`  migration   from ${migration.source} to ${migration.target}, waiting for confirm or revert`);

@@ -25,6 +25,7 @@ import type { ClearResult } from '../../activities/host/clear-instance';
 import { heartbeatWhileRunning } from '../../activities/host/heartbeat';
 import { KeyedMutex, lockPerInstance } from '../../activities/host/instance-lock';
 import type { DomainStatus } from '../../activities/host/libvirt-host';
+import { StateMismatch } from '../../activities/host/tpm-state-files';
 import type { GenerationRecord } from '../../activities/host/state-generations';
 import type { HealthOutcome } from '../../activities/host/tpm-state-health';
 import { fingerprintOf } from '../../activities/host/tpm-identity';
@@ -243,6 +244,9 @@ export class SimulatedHost {
         const held = this.of(input.instanceUuid);
         if (held.state === null) throw new Error(`instance ${input.instanceUuid} has no vTPM state on ${this.name} to snapshot`);
         const packed = packState(held.state);
+        if (input.onlyIfSha256 !== undefined && packed.sha256 !== input.onlyIfSha256) {
+          throw new StateMismatch(`the state has digest ${packed.sha256}, not ${input.onlyIfSha256}; it was not saved`);
+        }
         const record = { generation: input.generation, sha256: packed.sha256, size: packed.size, takenAt: new Date().toISOString() };
         held.generations = [...held.generations.filter((g) => g.generation !== input.generation), { ...record, archive: packed.archive }];
         return record;
@@ -303,10 +307,12 @@ export class SimulatedHost {
         const tagged = input.tag === undefined ? undefined : [...held.aside.keys()].filter((p) => p.includes(`-${input.tag}-`)).pop();
         const asidePath = input.asidePath ?? tagged;
         const files = asidePath === undefined ? undefined : held.aside.get(asidePath);
-        if (asidePath === undefined || files === undefined) return;
-        this.moveAside(input.instanceUuid, 'displaced-by-restore');
+        const displacedFound = () => input.displacedAs !== undefined && [...held.aside.keys()].some((p) => p.includes(`-${input.displacedAs}-`));
+        if (asidePath === undefined || files === undefined) return { restored: false, displacedTo: null, displacedFound: displacedFound() };
+        const displacedTo = this.moveAside(input.instanceUuid, input.displacedAs ?? 'displaced-by-restore');
         held.aside.delete(asidePath);
         held.state = files;
+        return { restored: true, displacedTo, displacedFound: displacedFound() };
       },
       preflightPlacement: async () => model.describeHost(),
     };

@@ -17,6 +17,7 @@ import type {
   RebuildRequest,
   RequestOnly,
   ResizeRequest,
+  RestoreTpmRequest,
   ShelveRequest,
   StopRequest,
   UnshelveRequest,
@@ -46,6 +47,7 @@ export const resizeUpdate = defineUpdate<OperationOutcome, [ResizeRequest]>('res
 export const confirmMigrationUpdate = defineUpdate<OperationOutcome, [RequestOnly]>('confirmMigration');
 export const revertMigrationUpdate = defineUpdate<OperationOutcome, [RequestOnly]>('revertMigration');
 export const rebuildUpdate = defineUpdate<OperationOutcome, [RebuildRequest]>('rebuild');
+export const restoreTpmUpdate = defineUpdate<OperationOutcome, [RestoreTpmRequest]>('restoreTpm');
 export const shelveUpdate = defineUpdate<OperationOutcome, [ShelveRequest]>('shelve');
 export const unshelveUpdate = defineUpdate<OperationOutcome, [UnshelveRequest]>('unshelve');
 export const evacuateUpdate = defineUpdate<OperationOutcome, [EvacuateRequest]>('evacuate');
@@ -92,6 +94,7 @@ export const entityUpdates = [
   confirmMigrationUpdate,
   revertMigrationUpdate,
   rebuildUpdate,
+  restoreTpmUpdate,
   shelveUpdate,
   unshelveUpdate,
   evacuateUpdate,

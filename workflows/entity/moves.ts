@@ -3,7 +3,7 @@
  * window), resize and rebuild. Every target is checked by pre-flight before the guest stops.
  */
 import { condition, setHandler, uuid4 } from '@temporalio/workflow';
-import { leaveHost, tpmChange, touchHost, type InstanceRecord, type PendingMigration } from '../../domain/instance';
+import { leaveHost, listSetAside, tpmChange, touchHost, type InstanceRecord, type PendingMigration } from '../../domain/instance';
 import {
   checkConfirmMigrationRequest,
   checkMigrateRequest,
@@ -298,15 +298,30 @@ export function installMoveHandlers(ctx: EntityContext): void {
           );
           return {
             message: `rebuilt from image ${request.image.id ?? '(unnamed)'}; ${result.tpmSetAsideTo ? `TPM reset, old state kept at ${result.tpmSetAsideTo}` : 'vTPM state kept'}`,
-            apply: (rec) => ({
-              ...rec,
-              image: request.image,
-              vtpm,
-              guest,
-              stateGeneration: result.generation,
-              stateSha256: result.sha256,
-              ...(result.tpmSetAsideTo ? { ekFingerprint: null } : {}),
-            }),
+            apply: (rec) => {
+              const rebuilt: InstanceRecord = {
+                ...rec,
+                image: request.image,
+                vtpm,
+                guest,
+                stateGeneration: result.generation,
+                stateSha256: result.sha256,
+                ...(result.tpmSetAsideTo ? { ekFingerprint: null } : {}),
+              };
+              const aside = result.setAside;
+              return aside
+                ? listSetAside(rebuilt, {
+                    id: `reset-${request.requestId}`,
+                    host,
+                    by: 'rebuild',
+                    at: new Date().toISOString(),
+                    tpm: aside.tpm,
+                    ekFingerprint: aside.ekFingerprint ?? rec.ekFingerprint ?? null,
+                    stateGeneration: aside.generation,
+                    stateSha256: aside.sha256,
+                  })
+                : rebuilt;
+            },
           };
         },
         (rec, err) => afterFailedMove(rec, err, null),

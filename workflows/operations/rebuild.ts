@@ -3,7 +3,8 @@
  * unless the request asked for a reset, in which case the old state is moved aside (never
  * deleted) and the guest starts with a new TPM. A failure restores the old definition.
  */
-import { CancellationScope } from '@temporalio/workflow';
+import { CancellationScope, patched } from '@temporalio/workflow';
+import type { TpmModel, TpmVersion } from '../../domain/vtpm-vocabulary';
 import type { GuestDefinition, InstanceSecret } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
 import { hostLongSteps, hostSteps } from '../activity-options';
@@ -32,6 +33,8 @@ export interface RebuildResult {
   generation: number;
   sha256: string | null;
   tpmSetAsideTo: string | null;
+  /** With a reset: what was set aside (its generation, digest and EK fingerprint), for restore-tpm. */
+  setAside: { generation: number; sha256: string; ekFingerprint: string | null; tpm: { version: TpmVersion; model: TpmModel } } | null;
 }
 
 export async function rebuildInstance(input: RebuildInput): Promise<RebuildResult> {
@@ -58,6 +61,16 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
     step = 'defineDomain';
     await host.defineDomain({ guest: input.guest });
     let tpmSetAsideTo: string | null = null;
+    let ekFingerprint: string | null = null;
+    if (input.resetTpm && input.secret !== null && input.previousGuest.vtpm?.version === '2.0' && patched('reset-records-identity')) {
+      // The identity of what is set aside, for `vtpmctl show` and restore-tpm. A state too damaged
+      // to read (one reason to reset a TPM) is set aside all the same, its identity unknown.
+      step = 'readTpmIdentity';
+      ekFingerprint = await host.readTpmIdentity({ instanceUuid: input.instanceUuid, secretRef: input.secret.ref }).then(
+        (identity) => identity.ekFingerprintSha256,
+        () => null,
+      );
+    }
     if (input.resetTpm) {
       step = 'setAsideTpmState';
       undo.add('restoreTpmState', () => host.restoreAsideTpmState({ instanceUuid: input.instanceUuid, tag: input.asideTag }));
@@ -73,7 +86,12 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
       undo.add('stopOnHost', () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
       await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
     }
-    return { generation, sha256, tpmSetAsideTo };
+    const was = input.previousGuest.vtpm;
+    const setAside =
+      tpmSetAsideTo !== null && state?.sha256 && was
+        ? { generation: state.generation, sha256: state.sha256, ekFingerprint, tpm: { version: was.version, model: was.model } }
+        : null;
+    return { generation, sha256, tpmSetAsideTo, setAside };
   } catch (err) {
     const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
     throw operationFailure('rebuild', step, err, leftBehind, state ? { state } : {});

@@ -260,6 +260,14 @@ const simpleOperations: SimpleOperation[] = [
     send: (c, uuid, request) => c.client.rebuild(uuid, request as unknown as RebuildRequest),
   },
   {
+    name: 'restore-tpm',
+    summary: "bring back a vTPM state a reset set aside (vtpmctl show lists them), the guest stopped; the state it replaces is set aside in its turn",
+    options: { from: { type: 'string' } },
+    flagsUsage: '--from ID',
+    request: (c, requestId) => ({ requestId, from: requiredFlag(c, 'restore-tpm', 'from', 'reset-<request id>') }),
+    send: (c, uuid, request) => c.client.restoreTpm(uuid, { requestId: request.requestId, from: request.from as string }),
+  },
+  {
     name: 'shelve',
     summary: 'stop, keep the vTPM state as an image in the image service, free the host',
     options: shutdownFlag,
