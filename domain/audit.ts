@@ -188,7 +188,9 @@ export function auditFindings(input: AuditInput): AuditFinding[] {
       if (!listing.domains.some((d) => d.uuid === uuid)) {
         add({ kind: 'missing', resource: 'domain', instanceUuid: uuid, host: h, facts: `the record of instance ${uuid} (${record.lifecycle}) has it defined on ${h}; ${h} has no such domain`, resolve: `vtpmctl history ${uuid} to see what removed it; vtpmctl run ${uuid} start defines it again from the record`, fixable: false });
       }
-      if (record.vtpm !== null && record.vtpm !== undefined && !listing.stateFolders.includes(uuid)) {
+      // A stopped instance whose TPM was reset has no state until its next start makes a new one.
+      const resetNotStarted = record.lifecycle === 'stopped' && record.stateSha256 === null;
+      if (record.vtpm !== null && record.vtpm !== undefined && !resetNotStarted && !listing.stateFolders.includes(uuid)) {
         add({ kind: 'missing', resource: 'state', instanceUuid: uuid, host: h, facts: `the record of instance ${uuid} (${record.lifecycle}) keeps its vTPM state on ${h}; ${h} has no state folder for it`, resolve: `look for it under the swtpm folder's .aside/ on ${h}; otherwise the newest backup is in the image service (vtpmctl history ${uuid})`, fixable: false });
       }
     }

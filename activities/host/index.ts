@@ -387,9 +387,14 @@ export function createHostActivities(deps: HostActivityDeps) {
       }
     },
 
-    /** For a TPM reset: the current state goes under `.aside/` (never deleted), so the next start makes a new TPM. */
+    /**
+     * For a TPM reset: the current state goes under `.aside/` (never deleted), so the next start
+     * makes a new TPM. Returns where it went; a retry whose first try's answer was lost finds no
+     * state in place and returns the folder that try made under the same `why`. Null: there was none.
+     */
     async setAsideTpmState(input: { instanceUuid: string; why: string }): Promise<string | null> {
-      return files.moveAside(checkInstanceUuid(input.instanceUuid), input.why);
+      const uuid = checkInstanceUuid(input.instanceUuid);
+      return files.moveAside(uuid, input.why) ?? files.newestAsideTagged(uuid, input.why);
     },
 
     /** Removes the state and generations of an instance that has left this host for good. */

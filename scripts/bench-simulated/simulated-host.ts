@@ -284,7 +284,8 @@ export class SimulatedHost {
         held.state = files;
         return 'written';
       },
-      setAsideTpmState: async (input) => this.moveAside(input.instanceUuid, input.why),
+      setAsideTpmState: async (input) =>
+        this.moveAside(input.instanceUuid, input.why) ?? ([...this.of(input.instanceUuid).aside.keys()].filter((p) => p.includes(`-${input.why.replace(/[^A-Za-z0-9-]/g, '-')}-`)).pop() ?? null),
       purgeTpmState: async (input) => {
         const held = this.of(input.instanceUuid);
         held.state = null;

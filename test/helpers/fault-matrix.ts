@@ -17,11 +17,14 @@ import {
   deleteUpdate,
   evacuateUpdate,
   instance,
+  instanceQuery,
   liveMigrateUpdate,
   migrateUpdate,
   rebootUpdate,
+  readIdentityUpdate,
   rebuildUpdate,
   resizeUpdate,
+  restoreTpmUpdate,
   revertMigrationUpdate,
   shelveUpdate,
   startUpdate,
@@ -34,6 +37,8 @@ import { controlTaskQueue, hostTaskQueue } from '../../workflows/task-queues';
 import { domainStates, guestBootRequest, guestUp, leftovers, newInstance, recordOf, requestHistory, startInstanceEntity, type EngineLike } from './engine';
 import { markerValue } from './guest';
 import { readNvValue } from './tpm-nv';
+import { readTpmIdentity } from '../../activities/host/tpm-identity';
+import { TpmStateFiles } from '../../activities/host/tpm-state-files';
 import { VtpmClient, type AuditFinding } from '../../client';
 
 /**
@@ -47,8 +52,12 @@ export const CELL_TIMEOUT_MS = 2 * GUEST_REPORT_MS + 180_000;
 
 type Handle = WorkflowHandle<typeof instance>;
 
-/** Where an operation starts from; every instance starts on host-a. */
-export type Given = 'new' | 'running' | 'stopped' | 'verify-migration' | 'shelved';
+/**
+ * Where an operation starts from; every instance starts on host-a. `reset`: stopped after a rebuild
+ * with resetTpm, the guest having written the same value into its new TPM, the old state set aside
+ * (listed in the record), the EK of each read and recorded in turn.
+ */
+export type Given = 'new' | 'running' | 'stopped' | 'verify-migration' | 'shelved' | 'reset';
 
 export interface MatrixOperation {
   name: string;
@@ -205,6 +214,34 @@ export const operations: MatrixOperation[] = [
       'startDomain@host-a',
     ],
     after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'rebuild (reset)',
+    given: 'running',
+    send: (h, requestId, boot) => h.executeUpdate(rebuildUpdate, { args: [{ requestId, image: boot.image, boot: boot.boot, resetTpm: true, shutdownDeadlineSeconds: 1 }] }),
+    steps: [
+      'hostStanding@control',
+      'preflightPlacement@host-a',
+      'shutdownDomain@host-a',
+      'snapshotTpmState@host-a',
+      'defineDomain@host-a',
+      'readTpmIdentity@host-a',
+      'setAsideTpmState@host-a',
+      'ensureVtpmSecret@host-a',
+      'startDomain@host-a',
+    ],
+    after: { lifecycle: 'active', host: 'host-a' },
+  },
+  {
+    name: 'restoreTpm',
+    given: 'reset',
+    send: async (h, requestId) => {
+      const from = (await h.query(instanceQuery)).tpmsSetAside?.[0]?.id;
+      if (from === undefined) throw new Error('the subject lists no set-aside state to restore');
+      return h.executeUpdate(restoreTpmUpdate, { args: [{ requestId, from }] });
+    },
+    steps: ['restoreAsideTpmState@host-a', 'snapshotTpmState@host-a'],
+    after: { lifecycle: 'stopped', host: 'host-a' },
   },
   {
     name: 'shelve',
@@ -369,7 +406,15 @@ async function givenOnce(engine: EngineLike, state: Given): Promise<Subject> {
     const markers = await guestUp(engine, 'host-a', init.instanceUuid, GUEST_REPORT_MS);
     // A cell judges the value in the TPM: one whose guest never wrote it would fail for the wrong reason.
     if (markerValue(markers, 'nvread') !== value) throw new GuestSetupError(`the test guest did not write its NV value at its first boot, before the cell's operation; it printed: ${markers.join(' | ')}`);
-    if (state === 'stopped') await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
+    if (state === 'reset') {
+      await handle.executeUpdate(readIdentityUpdate, { args: [{ requestId: randomUUID() }] });
+      // The guest starts again on a new TPM and writes the same value into it.
+      await handle.executeUpdate(rebuildUpdate, { args: [{ requestId: randomUUID(), image: boot.image, boot: boot.boot, resetTpm: true, shutdownDeadlineSeconds: 1 }] });
+      const again = await guestUp(engine, 'host-a', init.instanceUuid, GUEST_REPORT_MS);
+      if (markerValue(again, 'nvread') !== value) throw new GuestSetupError(`the test guest did not write its NV value into its new TPM after the reset; it printed: ${again.join(' | ')}`);
+      await handle.executeUpdate(readIdentityUpdate, { args: [{ requestId: randomUUID() }] });
+    }
+    if (state === 'stopped' || state === 'reset') await handle.executeUpdate(stopUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
     if (state === 'shelved') await handle.executeUpdate(shelveUpdate, { args: [{ requestId: randomUUID(), shutdownDeadlineSeconds: 1 }] });
     if (state === 'verify-migration') {
       await handle.executeUpdate(migrateUpdate, { args: [{ requestId: randomUUID(), target: 'host-b', shutdownDeadlineSeconds: 1 }] });
@@ -508,6 +553,13 @@ export async function problemsOf(engine: EngineLike, subject: Subject, failed?: 
   }
   if (record.secret !== null && copies.length > 0 && failed !== 'delete') {
     const passphrase = await createKeyManager(engine.config).getPassphrase(record.secret.ref);
+    // The TPM in place on the record's host is the one whose EK the record holds (once it holds one).
+    if (record.ekFingerprint && record.host !== null && copies.includes(record.host) && (record.lifecycle === 'active' || record.lifecycle === 'stopped')) {
+      const host = engine.config.hosts.find((h) => h.name === record.host)!;
+      const files = new TpmStateFiles(host.swtpmStateDir).read(uuid);
+      const found = files === null ? 'no state' : await readTpmIdentity(files, passphrase, path.join(host.agentDir, 'work'), []).then((i) => i.ekFingerprintSha256, (err: Error) => `unreadable: ${err.message}`);
+      if (found !== record.ekFingerprint) problems.push(`the state on ${record.host} has EK ${found}, the record holds ${record.ekFingerprint} (${where})`);
+    }
     for (const host of copies) {
       const dir = path.join(engine.config.hosts.find((h) => h.name === host)!.swtpmStateDir, uuid, 'tpm2');
       const found = await readNvValue(dir, passphrase).catch((err: Error) => `unreadable: ${err.message}`);

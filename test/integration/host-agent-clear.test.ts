@@ -253,6 +253,31 @@ describe('restoring a set-aside state', () => {
     expect(footprint(hostB, vm.uuid)).toEqual(after);
   });
 
+  it('answers a repeated setAsideTpmState with the folder its first try made, and a swap with displacedAs says what it moved, also when repeated', async () => {
+    const agent = agentOn(hostB);
+    files.write(vm.uuid, await manufactureState(newPassphrase()), true);
+    const old = stateSha(hostB, vm);
+    const tag = `reset-${randomBytes(4).toString('hex')}`;
+    const first = await agent.setAsideTpmState({ instanceUuid: vm.uuid, why: tag });
+    expect(first).toContain(`${vm.uuid}-${tag}-`);
+    // The retry of a try whose answer was lost: no state in place, the same folder named.
+    expect(await agent.setAsideTpmState({ instanceUuid: vm.uuid, why: tag })).toBe(first);
+    expect(await agent.setAsideTpmState({ instanceUuid: vm.uuid, why: 'reset-never-used' })).toBeNull();
+
+    // Nothing in place: restored, nothing displaced; a repeat finds nothing under the tag.
+    const displacedAs = `restore-${randomBytes(4).toString('hex')}`;
+    expect(await agent.restoreAsideTpmState({ instanceUuid: vm.uuid, tag, displacedAs })).toEqual({ restored: true, displacedTo: null, displacedFound: false });
+    expect(stateSha(hostB, vm)).toBe(old);
+    expect(await agent.restoreAsideTpmState({ instanceUuid: vm.uuid, tag, displacedAs })).toEqual({ restored: false, displacedTo: null, displacedFound: false });
+    // A state in place: it is displaced under displacedAs, and a repeat says it was.
+    await agent.setAsideTpmState({ instanceUuid: vm.uuid, why: tag });
+    files.write(vm.uuid, await manufactureState(newPassphrase()), false);
+    const swap = await agent.restoreAsideTpmState({ instanceUuid: vm.uuid, tag, displacedAs });
+    expect(swap).toMatchObject({ restored: true, displacedTo: expect.stringContaining(`${vm.uuid}-${displacedAs}-`), displacedFound: true });
+    expect(stateSha(hostB, vm)).toBe(old);
+    expect(await agent.restoreAsideTpmState({ instanceUuid: vm.uuid, tag, displacedAs })).toEqual({ restored: false, displacedTo: null, displacedFound: true });
+  });
+
   it.each([
     ["another instance's set-aside folder", (other: string) => path.join(hostB.swtpmStateDir, '.aside', `${other}-reset-2024-01-01T00-00-00-000Z`)],
     ['a folder outside .aside', () => path.join(hostB.agentDir, 'work')],

@@ -99,6 +99,13 @@ describe('the audit', () => {
     shelved.records = [record(A, { lifecycle: 'shelved', host: null, hosts: [], shelved: { imageId: 'img-s' } })];
     shelved.hosts[0] = host('host-a');
     expect(kinds(shelved)).toEqual(['missing state image 1@p1']);
+    // A stopped instance whose TPM was reset (no digest recorded) has no state until it starts.
+    const reset = clean();
+    reset.records = [record(A, { lifecycle: 'stopped', stateSha256: null })];
+    reset.hosts[0] = host('host-a', { domains: [{ uuid: A, active: false }], secrets: [{ uuid: 'sec-a', instanceUuid: A }] });
+    expect(kinds(reset)).toEqual([]);
+    reset.records = [record(A, { lifecycle: 'stopped' })];
+    expect(kinds(reset)).toEqual(['missing state 1@host-a']);
     shelved.projects[0]!.images.push({ id: 'img-s', instanceUuid: A, kind: 'shelve', generation: 3 });
     expect(auditFindings(shelved)).toEqual([]);
   });
