@@ -60,6 +60,8 @@ export interface PendingMigration {
     /** The state the source kept, which revert starts it with. */
     stateGeneration: number;
     stateSha256: string | null;
+    /** The record's EK fingerprint before the move (absent in migrations made before it existed). */
+    ekFingerprint?: string | null;
   };
   /** A same-host reset set the old state aside under this tag; revert brings it back. */
   asideTag: string | null;

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config';
 import { OperationRefused, VtpmClient } from '../../client';
-import { bootUpdate, deleteUpdate, rebuildUpdate, restoreTpmUpdate, startUpdate, stopUpdate } from '../../workflows/instance';
+import { bootUpdate, confirmMigrationUpdate, deleteUpdate, rebuildUpdate, resizeUpdate, restoreTpmUpdate, startUpdate, stopUpdate } from '../../workflows/instance';
 import type { InstanceRecord } from '../../domain/instance';
 import { guestBootRequest, guestRun, leftovers, newInstance, recordOf, startEngine, startInstanceEntity, type Engine } from '../helpers/engine';
 import { ensureTestGuest, markerValue } from '../helpers/guest';
@@ -168,6 +168,33 @@ describe('a reversible TPM reset', () => {
       await handle.executeUpdate(deleteUpdate, { args: [id()] }).catch(() => undefined);
     }
     // Delete takes what was set aside too.
+    expect(await leftovers(engine, init)).toEqual([]);
+  });
+
+  it('lists what a same-host resize with resetTpm set aside once it is confirmed, and restore-tpm brings it back', async () => {
+    const init = newInstance(engine, 'restore-resize');
+    const uuid = init.instanceUuid;
+    const handle = await startInstanceEntity(engine, init);
+    try {
+      const request = { ...guestBootRequest(engine, 'host-a', 'before-resize'), ...id() };
+      await handle.executeUpdate(bootUpdate, { args: [request] });
+      expect(await nvAtBoot(uuid)).toEqual({ nv: 'before-resize', writeOnce: 'written' });
+      const oldEk = (await client.identity(uuid)).ekFingerprintSha256;
+      await handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 1 }] });
+      const resizeId = randomUUID();
+      await handle.executeUpdate(resizeUpdate, { args: [{ requestId: resizeId, flavor: { ...request.flavor, memoryMiB: 224 }, resetTpm: true }] });
+      // Not listed while a revert could still bring it back by itself.
+      expect((await recordOf(handle)).tpmsSetAside ?? []).toEqual([]);
+      const confirmed = await handle.executeUpdate(confirmMigrationUpdate, { args: [id()] });
+      expect(confirmed.record.tpmsSetAside).toEqual([expect.objectContaining({ id: `reset-${resizeId}`, host: 'host-a', by: 'migrate', ekFingerprint: oldEk })]);
+
+      await handle.executeUpdate(restoreTpmUpdate, { args: [{ ...id(), from: `reset-${resizeId}` }] });
+      await handle.executeUpdate(startUpdate, { args: [id()] });
+      expect(await nvAtBoot(uuid)).toEqual({ nv: 'before-resize', writeOnce: 'kept' });
+      expect(await client.identity(uuid)).toMatchObject({ ekFingerprintSha256: oldEk, firstRecorded: false });
+    } finally {
+      await handle.executeUpdate(deleteUpdate, { args: [id()] }).catch(() => undefined);
+    }
     expect(await leftovers(engine, init)).toEqual([]);
   });
 });

@@ -94,6 +94,8 @@ export function installMoveHandlers(ctx: EntityContext): void {
         const vtpm = newFlavor ? resolveVtpmRequest(newFlavor, r.image ?? { properties: {} }) : r.vtpm;
         checkTpmChange(r.vtpm, vtpm, resetTpm);
         const change = tpmChange(r.vtpm, vtpm);
+        // The state moves unless the TPM changes or a reset was asked for (which a same TPM honours too).
+        const kept = change === 'carry' && resetTpm !== true;
         const guest = guestDefinition(r, flavor, r.guest!.boot, vtpm, r.guest?.vtpm?.secretUuid ?? uuid4());
         const sameHost = newFlavor !== undefined && request.target === undefined && !request.candidates?.length;
         if (sameHost) await preflight(source, guest, vtpm);
@@ -117,13 +119,13 @@ export function installMoveHandlers(ctx: EntityContext): void {
             hadVtpm: r.vtpm !== null,
             secret: change === 'add' ? null : r.secret,
             secretSecurity: vtpm?.secretSecurity ?? null,
-            tpmState: change === 'carry' ? 'carry' : change === 'add' || change === 'incompatible' ? 'fresh' : 'none',
+            tpmState: kept ? 'carry' : change === 'add' || change === 'incompatible' || change === 'carry' ? 'fresh' : 'none',
             expected: expectedState(r),
             wasRunning,
             nextGeneration: r.stateGeneration + 1,
             shutdownDeadlineSeconds: request.shutdownDeadlineSeconds ?? DEFAULT_SHUTDOWN_DEADLINE_SECONDS,
             asideTag,
-            ...(change === 'carry' && r.ekFingerprint ? { ekFingerprint: r.ekFingerprint } : {}),
+            ...(kept && r.ekFingerprint ? { ekFingerprint: r.ekFingerprint } : {}),
           },
           request,
         );
@@ -134,7 +136,15 @@ export function installMoveHandlers(ctx: EntityContext): void {
           source,
           target: chosen,
           staging: result.staging,
-          previous: { guest: r.guest!, flavor: r.flavor, vtpm: r.vtpm, secret: r.secret, stateGeneration: result.generation, stateSha256: result.sha256 },
+          previous: {
+            guest: r.guest!,
+            flavor: r.flavor,
+            vtpm: r.vtpm,
+            secret: r.secret,
+            stateGeneration: result.generation,
+            stateSha256: result.sha256,
+            ekFingerprint: r.ekFingerprint ?? null,
+          },
           asideTag: result.asidePath !== null && chosen === source ? asideTag : null,
           wasRunning,
           finishedAt,
@@ -153,9 +163,9 @@ export function installMoveHandlers(ctx: EntityContext): void {
             lifecycle: 'verify-migration',
             migration: pending,
             stateGeneration: result.generation,
-            stateSha256: change === 'carry' ? result.sha256 : null,
+            stateSha256: kept ? result.sha256 : null,
             // A new TPM (added or reset) has a new endorsement key, recorded when it is first read.
-            ...(change === 'carry' ? {} : { ekFingerprint: null }),
+            ...(kept ? {} : { ekFingerprint: null }),
           }),
         };
       },
@@ -186,7 +196,21 @@ export function installMoveHandlers(ctx: EntityContext): void {
         message: `migration confirmed: the instance lives on ${m.target}; ${m.source} no longer holds its state${leftover ? `; ${leftover}` : ''}`,
         apply: (rec) => {
           const moved = m.source === m.target ? rec : leaveHost(rec, m.source);
-          return { ...moved, migration: null, lifecycle: m.wasRunning ? 'active' : 'stopped', ...(rec.vtpm === null ? { secret: null } : {}) };
+          const confirmed: InstanceRecord = { ...moved, migration: null, lifecycle: m.wasRunning ? 'active' : 'stopped', ...(rec.vtpm === null ? { secret: null } : {}) };
+          // A same-host reset keeps the old state aside on the host: from now on it is restore-tpm's to bring back.
+          const old = m.previous;
+          return m.asideTag !== null && old.vtpm !== null && old.stateSha256 !== null
+            ? listSetAside(confirmed, {
+                id: m.asideTag,
+                host: m.source,
+                by: 'migrate',
+                at: new Date().toISOString(),
+                tpm: { version: old.vtpm.version, model: old.vtpm.model },
+                ekFingerprint: old.ekFingerprint ?? null,
+                stateGeneration: old.stateGeneration,
+                stateSha256: old.stateSha256,
+              })
+            : confirmed;
         },
       };
     },
