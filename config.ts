@@ -122,6 +122,13 @@ export interface Config {
   /** State generations each host agent keeps per instance, taken at every stop. */
   stateGenerationsKept: number;
   /**
+   * Where each project's EK certificate authority lives (activities/host/tenant-ca.ts): a new TPM
+   * 2.0 gets its EK and platform certificates from its project's CA, made on first use. Every host
+   * agent must see the same CAs (the local stack's two hosts share the folder). Null
+   * (`VTPM_TENANT_CA_DIR=off`): libvirt's swtpm_setup signs with the host's swtpm_localca.
+   */
+  tenantCaDir: string | null;
+  /**
    * Tests and development only: a failure-injection plan (workers/faults.ts) the workers load at
    * start. Set only when VTPM_ALLOW_FAULT_INJECTION=1 allows it.
    */
@@ -381,6 +388,11 @@ function faultFile(env: Env): string | null {
   return file;
 }
 
+function tenantCaDir(env: Env, dataDir: string): string | null {
+  const value = text(env, 'VTPM_TENANT_CA_DIR', 'tenant-ca');
+  return value === 'off' ? null : path.resolve(dataDir, value);
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const dataDir = path.resolve(projectRoot, text(env, 'VTPM_DATA_DIR', '.data'));
   const logLevel = text(env, 'VTPM_LOG_LEVEL', 'info');
@@ -423,6 +435,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: logLevel as Config['logLevel'],
     searchPath: text(env, 'PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'),
     stateGenerationsKept: count(env, 'VTPM_STATE_GENERATIONS', 3, 1, 100),
+    tenantCaDir: tenantCaDir(env, dataDir),
     faultFile: faultFile(env),
     agentLeaseSeconds: count(env, 'VTPM_AGENT_LEASE_SECONDS', 30, 3, 3600),
     metricsAddress: metricsAddress(env),

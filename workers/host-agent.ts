@@ -22,6 +22,7 @@ export function hostActivitiesFor(config: Config, host: LocalHost) {
     swtpmEnabled: host.swtpmEnabled,
     secretSecurityModes: host.secretSecurityModes,
     imageRoots: host.imageRoots,
+    tenantCaDir: config.tenantCaDir,
   });
 }
 

@@ -2,6 +2,7 @@
  * The activities a host agent runs on its own task queue, built for one compute host. Each is
  * idempotent: a retry after a crash at any point converges on the same result.
  */
+import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import { Readable } from 'node:stream';
 import type { LocalHost } from '../../config';
 import { buildDomainXml, buildVtpmSecretXml, computeHostCapabilities, type DomainSpec, type HostCapabilities, type SecretSecurity } from '../../domain';
 import { InvalidStateArchive, packState, unpackState } from '../../domain/state-archive';
+import { readDomainXml } from '../../domain/domain-xml-reader';
 import { mapActivityFailures } from '../failures';
 import type { GuestDefinition } from '../../domain/instance';
 import type { ImageService, StateImage, StateImageKind } from '../image-service/image-service';
@@ -24,7 +26,8 @@ import { LibvirtHost, type DomainStatus } from './libvirt-host';
 import { checkMigrationTarget, liveMigrate, settleOutgoingMigration, type LiveMigrationResult, type LiveMigrationTarget } from './live-migration';
 import { readEmulatorVersions, type EmulatorVersions } from './emulator-versions';
 import { probeState } from './swtpm-probe';
-import { IdentityMismatch, IdentityUnreadable, NoEndorsementKey, readTpmIdentity as readIdentityOf, type TpmIdentity } from './tpm-identity';
+import { IdentityMismatch, IdentityUnreadable, NoEndorsementKey, localCaChain, readTpmIdentity as readIdentityOf, type TpmIdentity } from './tpm-identity';
+import { ensureProjectCa, projectCaChain, provisionTpmState } from './tenant-ca';
 import { virsh } from './virsh';
 import { StateGenerations, type GenerationRecord } from './state-generations';
 import { checkStateHealth, type ExpectedState, type HealthOutcome } from './tpm-state-health';
@@ -74,6 +77,8 @@ export interface HostActivityDeps {
   secretSecurityModes: readonly SecretSecurity[];
   /** The only folders a domain's kernel, initrd and disk may come from (resolved, links followed). */
   imageRoots: readonly string[];
+  /** Each project's EK certificate authority (tenant-ca.ts); null: the host's swtpm_localca signs. */
+  tenantCaDir?: string | null;
 }
 
 export interface HostDescription {
@@ -130,6 +135,35 @@ export function createHostActivities(deps: HostActivityDeps) {
     return false;
   }
 
+  /**
+   * A TPM 2.0 with no state yet (a first start, or the first after a reset) is made here with its
+   * project's CA, before libvirt would make it with the host's: the guest finds an EK certificate
+   * of its tenant's at the standard NV index. A state in place (carried, restored) is left as it is.
+   */
+  async function provisionNewTpm(uuid: string, secretRef: SecretRef): Promise<void> {
+    if (!deps.tenantCaDir || files.read(uuid) !== null) return;
+    const xml = await libvirt.domainXml(uuid);
+    const domain = xml === null ? null : readDomainXml(xml);
+    if (domain?.tpm?.version !== '2.0') return;
+    progress(`provisioning the vTPM with an EK certificate from project ${secretRef.project}'s CA`);
+    const ca = await ensureProjectCa(deps.tenantCaDir, secretRef.project);
+    const state = await provisionTpmState({
+      ca,
+      passphrase: await keyManager.getPassphrase(secretRef),
+      vmid: `${domain.name ?? 'vm'}:${uuid}`,
+      pcrBanks: domain.tpm.activePcrBanks ?? [],
+      workDir,
+    });
+    files.write(uuid, state, false);
+  }
+
+  /** The CA chain that signed the instance's EK certificate: its project's when it has one, else the host's. */
+  function caChainFor(project: string, ekCertificatePem: string | null): string[] {
+    const projectChain = deps.tenantCaDir ? projectCaChain(deps.tenantCaDir, project) : null;
+    if (projectChain !== null && ekCertificatePem !== null && new X509Certificate(ekCertificatePem).checkIssued(new X509Certificate(projectChain[0]!))) return projectChain;
+    return localCaChain();
+  }
+
   // Outermost the heartbeat, so that a call waiting for its instance's lock beats as well.
   return heartbeatWhileRunning(lockPerInstance(mapActivityFailures({
     async describeHost(): Promise<HostDescription> {
@@ -181,6 +215,7 @@ export function createHostActivities(deps: HostActivityDeps) {
         await libvirt.defineSecret(buildVtpmSecretXml({ uuid: input.secret.secretUuid, instanceUuid: uuid, ephemeral: input.secret.ephemeral }));
         await libvirt.setSecretValue(input.secret.secretUuid, await keyManager.getPassphrase(input.secret.secretRef));
       }
+      if (input.secret !== undefined) await provisionNewTpm(uuid, input.secret.secretRef);
       await libvirt.start(uuid);
     },
 
@@ -273,7 +308,8 @@ export function createHostActivities(deps: HostActivityDeps) {
       const uuid = checkInstanceUuid(input.instanceUuid);
       const current = files.read(uuid);
       if (current === null) throw new StateConflict(`instance ${uuid} has no vTPM state on ${host.name}`);
-      return readIdentityOf(current, await keyManager.getPassphrase(input.secretRef), workDir);
+      const identity = await readIdentityOf(current, await keyManager.getPassphrase(input.secretRef), workDir, []);
+      return { ...identity, caChainPem: caChainFor(input.secretRef.project, identity.ekCertificatePem) };
     },
 
     /** Hard stop, for hard reboot and for compensation. */

@@ -108,6 +108,16 @@ describe('a failure-injection plan from VTPM_FAULT_FILE', () => {
   });
 });
 
+describe('the tenant CA folder, VTPM_TENANT_CA_DIR', () => {
+  it('defaults to tenant-ca under the data folder, is resolved against it, and is off with off', () => {
+    const config = loadConfig({ VTPM_DATA_DIR: '/srv/vtpm' });
+    expect(config.tenantCaDir).toBe('/srv/vtpm/tenant-ca');
+    expect(loadConfig({ VTPM_DATA_DIR: '/srv/vtpm', VTPM_TENANT_CA_DIR: '/etc/vtpm/ca' }).tenantCaDir).toBe('/etc/vtpm/ca');
+    expect(loadConfig({ VTPM_DATA_DIR: '/srv/vtpm', VTPM_TENANT_CA_DIR: 'cas' }).tenantCaDir).toBe('/srv/vtpm/cas');
+    expect(loadConfig({ VTPM_TENANT_CA_DIR: 'off' }).tenantCaDir).toBeNull();
+  });
+});
+
 describe('the workers\' Temporal connection', () => {
   it('is read from the standard TEMPORAL_* settings, as the client reads them, with the API key kept out of JSON', () => {
     const config = loadConfig({
