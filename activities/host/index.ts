@@ -86,6 +86,11 @@ export interface HostDescription {
   capabilities: HostCapabilities;
 }
 
+/** What a start made: the EK fingerprint of a TPM it provisioned just now, else null. */
+export interface StartedDomain {
+  ekFingerprint: string | null;
+}
+
 export interface ShutdownResult {
   /** False when the guest ignored the ACPI request until the deadline and was destroyed. */
   graceful: boolean;
@@ -140,21 +145,22 @@ export function createHostActivities(deps: HostActivityDeps) {
    * project's CA, before libvirt would make it with the host's: the guest finds an EK certificate
    * of its tenant's at the standard NV index. A state in place (carried, restored) is left as it is.
    */
-  async function provisionNewTpm(uuid: string, secretRef: SecretRef): Promise<void> {
-    if (!deps.tenantCaDir || files.read(uuid) !== null) return;
+  async function provisionNewTpm(uuid: string, secretRef: SecretRef): Promise<string | null> {
+    if (!deps.tenantCaDir || files.read(uuid) !== null) return null;
     const xml = await libvirt.domainXml(uuid);
     const domain = xml === null ? null : readDomainXml(xml);
-    if (domain?.tpm?.version !== '2.0') return;
+    if (domain?.tpm?.version !== '2.0') return null;
     progress(`provisioning the vTPM with an EK certificate from project ${secretRef.project}'s CA`);
     const ca = await ensureProjectCa(deps.tenantCaDir, secretRef.project);
-    const state = await provisionTpmState({
+    const made = await provisionTpmState({
       ca,
       passphrase: await keyManager.getPassphrase(secretRef),
       vmid: `${domain.name ?? 'vm'}:${uuid}`,
       pcrBanks: domain.tpm.activePcrBanks ?? [],
       workDir,
     });
-    files.write(uuid, state, false);
+    files.write(uuid, made.files, false);
+    return made.ekFingerprint;
   }
 
   /** The CA chain that signed the instance's EK certificate: its project's when it has one, else the host's. */
@@ -207,16 +213,17 @@ export function createHostActivities(deps: HostActivityDeps) {
      * missing: an ephemeral secret is gone after a libvirtd restart, which may fall between the
      * operation's ensureVtpmSecret and this step, or anywhere before a compensation's start.
      */
-    async startDomain(input: { instanceUuid: string; secret?: { secretUuid: string; secretRef: SecretRef; ephemeral: boolean } }): Promise<void> {
+    async startDomain(input: { instanceUuid: string; secret?: { secretUuid: string; secretRef: SecretRef; ephemeral: boolean } }): Promise<StartedDomain> {
       const uuid = checkInstanceUuid(input.instanceUuid);
       const status = await libvirt.domainStatus(uuid);
-      if (status?.state === 'running') return;
+      if (status?.state === 'running') return { ekFingerprint: null };
       if (input.secret !== undefined && !(await libvirt.secretHasValue(input.secret.secretUuid))) {
         await libvirt.defineSecret(buildVtpmSecretXml({ uuid: input.secret.secretUuid, instanceUuid: uuid, ephemeral: input.secret.ephemeral }));
         await libvirt.setSecretValue(input.secret.secretUuid, await keyManager.getPassphrase(input.secret.secretRef));
       }
-      if (input.secret !== undefined) await provisionNewTpm(uuid, input.secret.secretRef);
+      const ekFingerprint = input.secret === undefined ? null : await provisionNewTpm(uuid, input.secret.secretRef);
       await libvirt.start(uuid);
+      return { ekFingerprint };
     },
 
     /** ACPI shutdown, waiting up to the deadline, then destroy. */
@@ -356,6 +363,8 @@ export function createHostActivities(deps: HostActivityDeps) {
       const uuid = checkInstanceUuid(input.instanceUuid);
       const passphrase = await keyManager.getPassphrase(input.secretRef);
       const current = input.ekFingerprint ? files.read(uuid) : null;
+      // The digest of a state swtpm just opened to read its EK: the health check need not open it again.
+      let opened: string | undefined;
       if (current !== null) {
         progress("checking the state's endorsement key against the record");
         const found = await readIdentityOf(current, passphrase, workDir, []).then(
@@ -371,8 +380,9 @@ export function createHostActivities(deps: HostActivityDeps) {
               `the state was swapped or replaced, and the guest is not started on it; nothing was restored over it ('vtpmctl audit' shows the instance's copies)`,
           );
         }
+        if (found !== null) opened = packState(current).sha256;
       }
-      return checkStateHealth({ files, generations, probeDir: workDir }, uuid, input.expected, passphrase);
+      return checkStateHealth({ files, generations, probeDir: workDir }, uuid, input.expected, passphrase, opened);
     },
 
     /** Packs the current state and stores it in the image service. */

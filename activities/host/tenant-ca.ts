@@ -23,6 +23,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { StateFile } from '../../domain/state-archive';
 import { isProjectId } from '../../domain/input-guards';
+import { fingerprintOf } from './tpm-identity';
 
 const run = promisify(execFile);
 
@@ -153,11 +154,21 @@ export async function ensureProjectCa(root: string, project: string): Promise<Pr
  * their NV indices, NV locked, PCR banks as asked, encrypted with `passphrase` (read from fd 3).
  * Returns its files, for the caller to put in place.
  */
-export async function provisionTpmState(input: { ca: ProjectCa; passphrase: Buffer; vmid: string; pcrBanks: readonly string[]; workDir: string }): Promise<StateFile[]> {
-  const dir = fs.mkdtempSync(path.join(input.workDir, 'provision-'));
+export async function provisionTpmState(input: {
+  ca: ProjectCa;
+  passphrase: Buffer;
+  vmid: string;
+  pcrBanks: readonly string[];
+  workDir: string;
+}): Promise<{ files: StateFile[]; ekFingerprint: string }> {
+  const work = fs.mkdtempSync(path.join(input.workDir, 'provision-'));
+  const dir = path.join(work, 'state');
+  const certs = path.join(work, 'certs');
+  fs.mkdirSync(dir);
+  fs.mkdirSync(certs);
   try {
     const args = [
-      '--tpm2', '--tpm-state', dir, '--config', input.ca.setupConfig,
+      '--tpm2', '--tpm-state', dir, '--config', input.ca.setupConfig, '--write-ek-cert-files', certs,
       '--createek', '--create-ek-cert', '--create-platform-cert', '--lock-nvram',
       '--pwdfile-fd', '3', '--cipher', 'aes-256-cbc', '--vmid', input.vmid,
       ...(input.pcrBanks.length > 0 ? ['--pcr-banks', input.pcrBanks.join(',')] : []),
@@ -176,11 +187,16 @@ export async function provisionTpmState(input: { ca: ProjectCa; passphrase: Buff
       const lines = Buffer.concat(said).toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
       throw new ProvisioningFailed(`swtpm_setup could not provision the vTPM with project ${input.ca.project}'s CA (exit ${code}): ${lines.slice(-2).join(' / ') || 'no message'}`);
     }
-    return fs
+    const files = fs
       .readdirSync(dir)
       .filter((name) => name.startsWith('tpm2-'))
       .map((name) => ({ path: `tpm2/${name}`, data: fs.readFileSync(path.join(dir, name)) }));
+    // The RSA EK's certificate certifies the key at 0x81010001: its fingerprint is the EK's.
+    const rsaCert = fs.readdirSync(certs).find((name) => /^ek-rsa\d+\.crt$/.test(name));
+    if (rsaCert === undefined) throw new ProvisioningFailed(`swtpm_setup wrote no RSA EK certificate (it wrote ${fs.readdirSync(certs).join(', ') || 'none'})`);
+    const ekPublic = new X509Certificate(fs.readFileSync(path.join(certs, rsaCert))).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    return { files, ekFingerprint: fingerprintOf(ekPublic) };
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(work, { recursive: true, force: true });
   }
 }

@@ -37,14 +37,14 @@ export interface HealthCheckDeps {
   probeDir: string;
 }
 
-async function problemWith(files: StateFile[] | null, expected: ExpectedState | null, passphrase: Buffer, probeDir: string): Promise<string | null> {
+async function problemWith(files: StateFile[] | null, expected: ExpectedState | null, passphrase: Buffer, probeDir: string, openedSha256?: string): Promise<string | null> {
   if (files === null) return expected === null ? null : 'the state folder is missing';
-  if (expected !== null) {
-    const actual = packState(files).sha256;
-    if (actual !== expected.sha256) {
-      return `the state is not generation ${expected.generation} (sha256 ${actual}, expected ${expected.sha256})`;
-    }
+  const actual = packState(files).sha256;
+  if (expected !== null && actual !== expected.sha256) {
+    return `the state is not generation ${expected.generation} (sha256 ${actual}, expected ${expected.sha256})`;
   }
+  // These very bytes were just opened with the passphrase (to read their EK): no second swtpm.
+  if (openedSha256 === actual) return null;
   progress('opening the current state with swtpm');
   const probe = await probeState(files, passphrase, probeDir);
   return probe.readable ? null : `swtpm cannot open the state with the instance's passphrase: ${probe.reason}`;
@@ -55,10 +55,12 @@ export async function checkStateHealth(
   instanceUuid: string,
   expected: ExpectedState | null,
   passphrase: Buffer,
+  /** The digest of a state the caller has just opened with this passphrase. */
+  openedSha256?: string,
 ): Promise<HealthOutcome> {
   progress('reading the current state');
   const current = deps.files.read(instanceUuid);
-  const problem = await problemWith(current, expected, passphrase, deps.probeDir);
+  const problem = await problemWith(current, expected, passphrase, deps.probeDir, openedSha256);
   if (problem === null) return current === null ? { outcome: 'fresh' } : { outcome: 'healthy', sha256: packState(current).sha256 };
 
   // The expected generation first, then the others newest first.

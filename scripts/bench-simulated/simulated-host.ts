@@ -175,7 +175,7 @@ export class SimulatedHost {
       startDomain: async (input) => {
         const held = this.of(input.instanceUuid);
         if (held.domain === null) throw new Error(`simulated host ${this.name}: instance ${input.instanceUuid} has no domain to start`);
-        if (held.domain === 'running') return;
+        if (held.domain === 'running') return { ekFingerprint: null };
         if (input.secret !== undefined) {
           await this.keyManager.getPassphrase(input.secret.secretRef);
           this.secrets.set(input.secret.secretUuid, { instanceUuid: input.instanceUuid, hasValue: true });
@@ -183,6 +183,7 @@ export class SimulatedHost {
         // swtpm makes a new TPM at its first start.
         held.state ??= [{ path: 'tpm2/tpm2-00.permall', data: randomBytes(STATE_BYTES) }];
         held.domain = 'running';
+        return { ekFingerprint: null };
       },
       shutdownDomain: async (input): Promise<ShutdownResult> => {
         const held = this.of(input.instanceUuid);

@@ -62,6 +62,8 @@ async function bootIn(project: string, host: string) {
   await handle.executeUpdate(bootUpdate, { args: [{ ...request, boot, requestId: randomUUID() }] });
   const markers = await guestRun(engine, host, init.instanceUuid);
   const identity = await client.identity(init.instanceUuid);
+  // The boot recorded the EK of the TPM it provisioned: the first read matches it.
+  expect(identity.firstRecorded).toBe(false);
   return { init, handle, markers, identity };
 }
 

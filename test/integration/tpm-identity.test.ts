@@ -1,7 +1,7 @@
 /**
  * The vTPM's identity on the real stack: `vtpmctl identity` reads the endorsement key, its
- * certificate and the CA chain from the state libvirt's swtpm_setup made, the certificate verifies
- * with openssl against that chain, the first read records the EK's fingerprint, the identity is the
+ * certificate and the CA chain from the state the boot provisioned with its project's CA, the certificate verifies
+ * with openssl against that chain, the boot records the EK's fingerprint, the identity is the
  * same after a live migration, a cold migration and shelve/unshelve, and a state swapped in under the same
  * passphrase (another EK) is refused as such, by the identity read and by the start.
  */
@@ -38,7 +38,7 @@ afterAll(async () => {
 const fingerprint = (pem: string) => createHash('sha256').update(createPublicKey(pem).export({ type: 'spki', format: 'der' })).digest('hex');
 
 describe("the vTPM's identity", () => {
-  it('is read from the state, verifies against its CA, is recorded at the first read, survives live and cold migration and shelve/unshelve, and a swapped-in state is refused by the identity read and by the start', async () => {
+  it('is read from the state, verifies against its CA, is recorded at boot, survives live and cold migration and shelve/unshelve, and a swapped-in state is refused by the identity read and by the start', async () => {
     const init = newInstance(engine, 'identity');
     const handle = await startInstanceEntity(engine, init);
     const request = guestBootRequest(engine, 'host-a', 'id-nv');
@@ -47,13 +47,15 @@ describe("the vTPM's identity", () => {
     await guestUp(engine, 'host-a', init.instanceUuid, 180_000);
     const uuid = init.instanceUuid;
     try {
-      // The first read, as an operator runs it.
+      // The boot provisioned the TPM and recorded its EK's fingerprint; the first read, as an
+      // operator runs it, finds that EK.
+      const atBoot = (await recordOf(handle)).ekFingerprint;
+      expect(atBoot, 'the EK fingerprint recorded at boot').toMatch(/^[0-9a-f]{64}$/);
       const run = await vtpmctlAt(engine.env.address, ['identity', uuid, '--json']);
       expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
       const first = run.json.identity;
-      expect(first).toMatchObject({ instanceUuid: uuid, host: 'host-a', firstRecorded: true });
+      expect(first).toMatchObject({ instanceUuid: uuid, host: 'host-a', firstRecorded: false, ekFingerprintSha256: atBoot });
       expect(first.ekFingerprintSha256).toBe(fingerprint(first.ekPublicPem));
-      expect((await recordOf(handle)).ekFingerprint).toBe(first.ekFingerprintSha256);
 
       // The EK certificate certifies this EK and verifies against the host's CA chain with openssl.
       expect(first.ekCertificatePem, 'an EK certificate in NV').not.toBeNull();

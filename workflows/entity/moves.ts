@@ -50,6 +50,8 @@ function backOnSource(rec: InstanceRecord, m: PendingMigration): InstanceRecord 
     secret: m.previous.secret,
     stateGeneration: m.previous.stateGeneration,
     stateSha256: m.previous.stateSha256,
+    // The source's TPM again: its EK as recorded before the move (unknown for moves made before that was kept).
+    ekFingerprint: m.previous.ekFingerprint ?? null,
     migration: null,
   };
 }
@@ -164,8 +166,8 @@ export function installMoveHandlers(ctx: EntityContext): void {
             migration: pending,
             stateGeneration: result.generation,
             stateSha256: kept ? result.sha256 : null,
-            // A new TPM (added or reset) has a new endorsement key, recorded when it is first read.
-            ...(kept ? {} : { ekFingerprint: null }),
+            // A new TPM (added or reset) has a new endorsement key: the one the target's start made, if it did.
+            ...(kept ? {} : { ekFingerprint: result.ekFingerprint ?? null }),
           }),
         };
       },
@@ -330,7 +332,7 @@ export function installMoveHandlers(ctx: EntityContext): void {
                 guest,
                 stateGeneration: result.generation,
                 stateSha256: result.sha256,
-                ...(result.tpmSetAsideTo ? { ekFingerprint: null } : {}),
+                ...(result.tpmSetAsideTo ? { ekFingerprint: result.ekFingerprint ?? null } : {}),
               };
               const aside = result.setAside;
               return aside

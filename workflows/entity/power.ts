@@ -50,7 +50,8 @@ export function installPowerHandlers(ctx: EntityContext): void {
           );
           return {
             message: `booted on ${request.host}${vtpm ? ` with a TPM ${vtpm.version} ${vtpm.model}` : ' without a vTPM'}`,
-            apply: (rec) => ({ ...rec, lifecycle: 'active', secret: result.secret }),
+            // The TPM the start provisioned: its EK is checked from the next start on.
+            apply: (rec) => ({ ...rec, lifecycle: 'active', secret: result.secret, ...(result.ekFingerprint ? { ekFingerprint: result.ekFingerprint } : {}) }),
           };
         },
         // Fully undone: the instance is new again. Something left behind: delete cleans it up.
@@ -125,6 +126,7 @@ export function installPowerHandlers(ctx: EntityContext): void {
             lifecycle: 'active',
             ...(restored !== undefined ? { stateGeneration: restored, stateSha256: result.restoredSha256 ?? null } : {}),
             ...(rollback ? { tpmRollback: rolledBack(rec, restored, result.health) } : {}),
+            ...(result.ekFingerprint && !rec.ekFingerprint ? { ekFingerprint: result.ekFingerprint } : {}),
           }),
         };
       }, errorWhenLeftBehind),

@@ -32,8 +32,8 @@ export async function bootInstance(input: BootInput): Promise<BootResult> {
     step = 'defineDomain';
     await host.defineDomain({ guest: input.guest });
     step = 'startDomain';
-    await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(secret, input.secretSecurity) });
-    return { secret };
+    const started = await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(secret, input.secretSecurity) });
+    return { secret, ekFingerprint: started?.ekFingerprint ?? null };
   } catch (err) {
     throw operationFailure('boot', step, err, await CancellationScope.nonCancellable(() => undo.run()));
   }

@@ -49,6 +49,8 @@ export interface MigrateResult {
   sha256: string | null;
   /** Where a same-host reset put the old state; revert brings it back. */
   asidePath: string | null;
+  /** The EK fingerprint of a new TPM (added or reset) the target's start provisioned, else null. */
+  ekFingerprint?: string | null;
 }
 
 export async function migrateInstance(input: MigrateInput): Promise<MigrateResult> {
@@ -121,6 +123,7 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
     step = 'defineDomain';
     await target.defineDomain({ guest: input.guest });
     let asidePath: string | null = null;
+    let newEkFingerprint: string | null = null;
     if (input.tpmState === 'fresh') {
       // A reset (or an added vTPM) starts from nothing; the old state is moved aside, and back on undo.
       step = 'setAsideTpmState';
@@ -141,9 +144,10 @@ export async function migrateInstance(input: MigrateInput): Promise<MigrateResul
       }
       step = 'startDomain';
       if (sameHost) undo.add('stopOnHost', () => source.destroyDomain({ instanceUuid: input.instanceUuid }));
-      await target.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(secret, input.secretSecurity) });
+      const started = await target.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(secret, input.secretSecurity) });
+      newEkFingerprint = started?.ekFingerprint ?? null;
     }
-    return { staging, secret, generation: taken.generation, sha256: taken.sha256, asidePath };
+    return { staging, secret, generation: taken.generation, sha256: taken.sha256, asidePath, ekFingerprint: newEkFingerprint };
   } catch (err) {
     const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
     const stranded =

@@ -70,8 +70,8 @@ export async function startInstance(input: StartInput): Promise<StartResult> {
     step = 'startDomain';
     // A start whose answer is lost may have started the guest: undone, it is off again.
     undo.add(`destroyDomain on ${input.host}`, () => hostCleanup(input.host).destroyDomain({ instanceUuid: input.instanceUuid }));
-    await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
-    return result;
+    const started = await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
+    return started?.ekFingerprint ? { ...result, ekFingerprint: started.ekFingerprint } : result;
   } catch (err) {
     throw operationFailure('start', step, err, await undo.run());
   }

@@ -35,6 +35,8 @@ export interface RebuildResult {
   tpmSetAsideTo: string | null;
   /** With a reset: what was set aside (its generation, digest and EK fingerprint), for restore-tpm. */
   setAside: { generation: number; sha256: string; ekFingerprint: string | null; tpm: { version: TpmVersion; model: TpmModel } } | null;
+  /** The EK fingerprint of the TPM the start provisioned after a reset, else null. */
+  ekFingerprint?: string | null;
 }
 
 export async function rebuildInstance(input: RebuildInput): Promise<RebuildResult> {
@@ -62,6 +64,7 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
     await host.defineDomain({ guest: input.guest });
     let tpmSetAsideTo: string | null = null;
     let ekFingerprint: string | null = null;
+    let newEkFingerprint: string | null = null;
     if (input.resetTpm && input.secret !== null && input.previousGuest.vtpm?.version === '2.0' && patched('reset-records-identity')) {
       // The identity of what is set aside, for `vtpmctl show` and restore-tpm. A state too damaged
       // to read (one reason to reset a TPM) is set aside all the same, its identity unknown.
@@ -84,14 +87,15 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
       }
       step = 'startDomain';
       undo.add('stopOnHost', () => host.destroyDomain({ instanceUuid: input.instanceUuid }));
-      await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
+      const started = await host.startDomain({ instanceUuid: input.instanceUuid, ...startSecret(input.secret, input.secretSecurity) });
+      newEkFingerprint = started?.ekFingerprint ?? null;
     }
     const was = input.previousGuest.vtpm;
     const setAside =
       tpmSetAsideTo !== null && state?.sha256 && was
         ? { generation: state.generation, sha256: state.sha256, ekFingerprint, tpm: { version: was.version, model: was.model } }
         : null;
-    return { generation, sha256, tpmSetAsideTo, setAside };
+    return { generation, sha256, tpmSetAsideTo, setAside, ekFingerprint: newEkFingerprint };
   } catch (err) {
     const leftBehind = await CancellationScope.nonCancellable(() => undo.run());
     throw operationFailure('rebuild', step, err, leftBehind, state ? { state } : {});

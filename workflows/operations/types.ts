@@ -17,6 +17,8 @@ export interface BootInput extends InstanceTarget {
 
 export interface BootResult {
   secret: InstanceSecret | null;
+  /** The EK fingerprint of the TPM the start provisioned (null: none was, e.g. TPM 1.2, or a retried start). */
+  ekFingerprint?: string | null;
 }
 
 export interface StopInput extends InstanceTarget {
@@ -49,6 +51,8 @@ export interface StartResult {
   health: string;
   restoredGeneration?: number;
   restoredSha256?: string;
+  /** The EK fingerprint of a TPM this start provisioned (the first start after a reset). */
+  ekFingerprint?: string | null;
 }
 
 export interface RebootInput extends InstanceTarget {
