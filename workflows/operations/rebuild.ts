@@ -3,7 +3,7 @@
  * unless the request asked for a reset, in which case the old state is moved aside (never
  * deleted) and the guest starts with a new TPM. A failure restores the old definition.
  */
-import { CancellationScope, patched } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, patched } from '@temporalio/workflow';
 import type { TpmModel, TpmVersion } from '../../domain/vtpm-vocabulary';
 import type { GuestDefinition, InstanceSecret } from '../../domain/instance';
 import type { SecretSecurity } from '../../domain/vtpm-vocabulary';
@@ -71,7 +71,11 @@ export async function rebuildInstance(input: RebuildInput): Promise<RebuildResul
       step = 'readTpmIdentity';
       ekFingerprint = await host.readTpmIdentity({ instanceUuid: input.instanceUuid, secretRef: input.secret.ref }).then(
         (identity) => identity.ekFingerprintSha256,
-        () => null,
+        (err: unknown) => {
+          // An abort still stops the rebuild here.
+          if (isCancellation(err)) throw err;
+          return null;
+        },
       );
     }
     if (input.resetTpm) {
