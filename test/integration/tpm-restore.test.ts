@@ -192,6 +192,18 @@ describe('a reversible TPM reset', () => {
       await handle.executeUpdate(startUpdate, { args: [id()] });
       expect(await nvAtBoot(uuid)).toEqual({ nv: 'before-resize', writeOnce: 'kept' });
       expect(await client.identity(uuid)).toMatchObject({ ekFingerprintSha256: oldEk, firstRecorded: false });
+
+      // A set-aside TPM 2.0 state does not serve a TPM 1.2: refused before anything changes.
+      await handle.executeUpdate(stopUpdate, { args: [{ ...id(), shutdownDeadlineSeconds: 1 }] });
+      await handle.executeUpdate(resizeUpdate, { args: [{ ...id(), flavor: { ...request.flavor, extraSpecs: { 'hw:tpm_version': '1.2' } }, resetTpm: true }] });
+      const toTpm12 = await handle.executeUpdate(confirmMigrationUpdate, { args: [id()] });
+      expect(toTpm12.record.vtpm).toMatchObject({ version: '1.2' });
+      const listed = toTpm12.record.tpmsSetAside!.at(-1)!;
+      expect(listed.tpm).toEqual({ version: '2.0', model: 'tpm-crb' });
+      const refused = await client.restoreTpm(uuid, { ...id(), from: listed.id }).then(() => null, (e: unknown) => e as OperationRefused);
+      expect(refused).toMatchObject({ type: 'TpmChangeNeedsReset' });
+      expect(refused!.message).toContain(`the state ${listed.id} is a TPM 2.0 tpm-crb's and instance ${uuid} now has a TPM 1.2`);
+      expect((await recordOf(handle)).tpmsSetAside).toEqual(toTpm12.record.tpmsSetAside);
     } finally {
       await handle.executeUpdate(deleteUpdate, { args: [id()] }).catch(() => undefined);
     }
